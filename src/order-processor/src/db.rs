@@ -1,0 +1,122 @@
+//! The database side that does not go through Dapr: the connection pool, the schema
+//! (sqlx migrations, applied at start-up under sqlx's advisory lock, so replicas that start
+//! together apply them once) and the typed, compile-time-checked reads.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use common::order::Order;
+use rust_decimal::Decimal;
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::Config;
+
+/// The schema, embedded from `migrations/`.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// A pool that connects on demand, with explicit limits and timeouts.
+pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
+    let options: PgConnectOptions = config
+        .database_url
+        .expose_secret()
+        .parse()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(pool_options(config).connect_lazy_with(options.application_name("order-processor")))
+}
+
+/// The pool's limits, shared with tests.
+pub fn pool_options(config: &Config) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .min_connections(0)
+        .acquire_timeout(config.db_acquire_timeout)
+        .idle_timeout(Duration::from_secs(300))
+        .max_lifetime(Duration::from_secs(1800))
+}
+
+/// Applies the migrations, retrying with back-off while the database cannot be reached
+/// (it may start after the app) for at most `patience`.
+pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
+    let attempt = || async { MIGRATOR.run(pool).await };
+    attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(Duration::from_secs(5))
+                .with_total_delay(Some(patience))
+                .without_max_times()
+                .with_jitter(),
+        )
+        .when(|error| {
+            matches!(
+                error,
+                sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+            )
+        })
+        .notify(|error, delay| {
+            tracing::warn!(%error, retry_in_ms = delay.as_millis(), "database not reachable yet");
+        })
+        .await
+        .context("cannot apply the database migrations")
+}
+
+/// Checks that the database answers.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!("SELECT 1 AS \"one!\"")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
+
+/// One order by id.
+pub async fn get_order(pool: &PgPool, orderid: i64) -> Result<Option<Order>, sqlx::Error> {
+    let row = sqlx::query!(
+        "SELECT orderid, customer, price FROM orders WHERE orderid = $1",
+        orderid
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| stored(r.orderid, r.customer, r.price)))
+}
+
+/// Up to `limit` orders with ids greater than `after`, in id order (keyset pagination).
+pub async fn list_orders(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Order>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT orderid, customer, price FROM orders WHERE orderid > $1 ORDER BY orderid LIMIT $2",
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| stored(r.orderid, r.customer, r.price))
+        .collect())
+}
+
+/// The ids among `orders_json` (a JSON array of orders) that are stored with a different
+/// customer or price: conflicts, which are reported and never overwritten.
+pub async fn conflicting_ids(pool: &PgPool, orders_json: &str) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT o.orderid AS "orderid!"
+           FROM jsonb_to_recordset($1::text::jsonb) AS input(orderid bigint, customer text, price numeric)
+           JOIN orders o ON o.orderid = input.orderid
+           WHERE o.customer <> input.customer OR o.price <> input.price
+           ORDER BY o.orderid"#,
+        orders_json
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A stored row is valid by construction (the table's checks), so it becomes an `Order`
+/// without validating again.
+fn stored(orderid: i64, customer: String, price: Decimal) -> Order {
+    Order {
+        orderid,
+        customer,
+        price,
+    }
+}

@@ -1,0 +1,231 @@
+//! The HTTP routes: writes through the binding, reads with sqlx, and the health checks.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::order::{Order, parse_orders};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tower_http::trace::TraceLayer;
+
+use crate::binding::OrderWriter;
+use crate::{ApiError, AppState, MAX_BODY_BYTES, db};
+
+/// The most orders `GET /orders` returns at once.
+const MAX_PAGE: i64 = 1000;
+/// Orders per page unless the caller says otherwise.
+const DEFAULT_PAGE: i64 = 100;
+
+/// What storing a request's orders did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Orders in the request.
+    pub received: u64,
+    /// Orders stored by this request.
+    pub inserted: u64,
+    /// Orders that were already stored with the same content.
+    pub unchanged: u64,
+    /// Ids already stored with a different customer or price; left as they were.
+    pub conflicts: Vec<i64>,
+}
+
+/// The routes, with the body limit and request tracing.
+pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
+    Router::new()
+        .route("/orders", post(create_orders::<W>).get(list_orders::<W>))
+        .route("/orders/{id}", get(get_order::<W>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<W>))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn create_orders<W: OrderWriter>(
+    State(state): State<AppState<W>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<WriteOutcome>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge {
+                limit: MAX_BODY_BYTES,
+            }
+        } else {
+            ApiError::MalformedBody(rejection.body_text())
+        }
+    })?;
+    let orders = parse_body(&body, state.max_orders_per_request)?;
+    let json = serde_json::to_string(&orders)
+        .map_err(|error| ApiError::Unavailable(anyhow::Error::new(error)))?;
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+
+    let inserted = state
+        .writer
+        .insert(&json, traceparent)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.into()))?;
+    let received = orders.len() as u64;
+    let conflicts = if inserted == received {
+        Vec::new()
+    } else {
+        db::conflicting_ids(&state.pool, &json)
+            .await
+            .map_err(|error| ApiError::Unavailable(error.into()))?
+    };
+    let unchanged = received.saturating_sub(inserted + conflicts.len() as u64);
+    let outcome = WriteOutcome {
+        received,
+        inserted,
+        unchanged,
+        conflicts,
+    };
+    tracing::info!(
+        received,
+        inserted,
+        unchanged,
+        conflicts = outcome.conflicts.len(),
+        "orders stored"
+    );
+    if !outcome.conflicts.is_empty() {
+        tracing::warn!(ids = ?outcome.conflicts, "orders already stored with different content were left unchanged");
+    }
+    Ok(Json(outcome))
+}
+
+/// Reads one order or an array of orders and checks them all.
+fn parse_body(body: &[u8], max_orders: usize) -> Result<Vec<Order>, ApiError> {
+    let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|error| {
+        ApiError::MalformedBody(format!("the request body is not valid JSON: {error}"))
+    })?;
+    let raws: Vec<Box<RawValue>> = match raw.get().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(raw.get()).map_err(|error| {
+            ApiError::MalformedBody(format!("the request body is not valid JSON: {error}"))
+        })?,
+        Some(b'{') => vec![raw],
+        _ => {
+            return Err(ApiError::MalformedBody(
+                "the request body must be an order object or an array of orders".to_owned(),
+            ));
+        }
+    };
+    if raws.is_empty() {
+        return Err(ApiError::MalformedBody(
+            "the request body must hold at least one order".to_owned(),
+        ));
+    }
+    if raws.len() > max_orders {
+        return Err(ApiError::MalformedBody(format!(
+            "the request body holds {} orders; at most {max_orders} are accepted at once",
+            raws.len()
+        )));
+    }
+    parse_orders(raws.iter().map(AsRef::as_ref)).map_err(ApiError::InvalidOrders)
+}
+
+async fn get_order<W: OrderWriter>(
+    State(state): State<AppState<W>>,
+    Path(id): Path<String>,
+) -> Result<Json<Order>, ApiError> {
+    let orderid = id
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::InvalidParameter {
+            name: "id",
+            reason: format!("must be a whole number from 1 to {}, not {id:?}", i64::MAX),
+        })?;
+    db::get_order(&state.pool, orderid)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.into()))?
+        .map(Json)
+        .ok_or(ApiError::NotFound(orderid))
+}
+
+/// A page of orders and where the next one starts.
+#[derive(Debug, Serialize)]
+pub struct Page {
+    /// The orders, in id order.
+    pub orders: Vec<Order>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<i64>,
+}
+
+async fn list_orders<W: OrderWriter>(
+    State(state): State<AppState<W>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page>, ApiError> {
+    let after = number_param(&params, "after", 0, 0..=i64::MAX)?;
+    let limit = number_param(&params, "limit", DEFAULT_PAGE, 1..=MAX_PAGE)?;
+    let orders = db::list_orders(&state.pool, after, limit)
+        .await
+        .map_err(|error| ApiError::Unavailable(error.into()))?;
+    let next_after = (orders.len() as i64 == limit)
+        .then(|| orders.last().map(|o| o.orderid))
+        .flatten();
+    Ok(Json(Page { orders, next_after }))
+}
+
+fn number_param(
+    params: &HashMap<String, String>,
+    name: &'static str,
+    default: i64,
+    range: std::ops::RangeInclusive<i64>,
+) -> Result<i64, ApiError> {
+    let Some(raw) = params.get(name) else {
+        return Ok(default);
+    };
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| ApiError::InvalidParameter {
+            name,
+            reason: format!(
+                "must be a whole number from {} to {}, not {raw:?}",
+                range.start(),
+                range.end()
+            ),
+        })
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz<W: OrderWriter>(
+    State(state): State<AppState<W>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    let (sidecar, database) = tokio::join!(state.sidecar.outbound_health(), async {
+        tokio::time::timeout(std::time::Duration::from_secs(2), db::ping(&state.pool)).await
+    });
+    let sidecar_ok = sidecar
+        .inspect_err(|error| tracing::warn!(%error, "not ready: sidecar"))
+        .is_ok();
+    let database_ok = match database {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "not ready: database");
+            false
+        }
+        Err(_) => {
+            tracing::warn!("not ready: database did not answer within 2 s");
+            false
+        }
+    };
+    let status = if sidecar_ok && database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (
+        status,
+        Json(serde_json::json!({ "sidecar": word(sidecar_ok), "database": word(database_ok) })),
+    )
+}

@@ -1,0 +1,18 @@
+//! Test support shared by the integration and end-to-end tests: a fresh PostgreSQL
+//! database per test (bootstrapped with the project's own `db/bootstrap.sql`, so the
+//! service connects as an ordinary role), free ports, and real daprd sidecars with the
+//! services as processes. Tests need `TEST_DATABASE_URL` (a superuser URL) and, for
+//! end-to-end tests, a daprd; `scripts/test.sh` provides both.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+pub mod pg;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
