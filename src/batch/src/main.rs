@@ -1,1 +1,17 @@
-fn main() {}
+//! batch: on every Dapr cron tick, sends the orders of its data file to order-processor.
+//! See the crate documentation in `lib.rs`.
+
+use anyhow::Context;
+use batch::{App, Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    common::telemetry::init();
+    let config = Config::from_env()?;
+    let app = App::build(&config)?;
+    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    tracing::info!(address = %listener.local_addr()?, orders = %config.source, "batch listening");
+    app.serve(listener, common::shutdown::signal()).await
+}

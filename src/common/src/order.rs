@@ -78,6 +78,19 @@ impl Serialize for Order {
     }
 }
 
+/// What storing a request's orders did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteOutcome {
+    /// Orders in the request.
+    pub received: u64,
+    /// Orders stored by this request.
+    pub inserted: u64,
+    /// Orders that were already stored with the same content.
+    pub unchanged: u64,
+    /// Ids already stored with a different customer or price; left as they were.
+    pub conflicts: Vec<i64>,
+}
+
 /// One problem with one order: which order, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderError {
@@ -143,7 +156,10 @@ pub fn parse_order(index: usize, raw: &RawValue) -> Result<Order, Vec<OrderError
         if !FIELDS.contains(&name.as_str()) {
             problems.push((
                 name.clone(),
-                format!("is not a known field (the fields are {})", FIELDS.join(", ")),
+                format!(
+                    "is not a known field (the fields are {})",
+                    FIELDS.join(", ")
+                ),
             ));
         } else if seen.insert(name.as_str(), value).is_some() {
             problems.push((name.clone(), "appears more than once".to_owned()));
@@ -273,10 +289,7 @@ fn read_price(raw: &RawValue) -> Result<Decimal, String> {
         Ok(Value::Number(_)) => raw.get().to_owned(),
         Ok(Value::String(text)) => text,
         _ => {
-            return Err(format!(
-                "must be a decimal number, not {}",
-                json_kind(raw)
-            ));
+            return Err(format!("must be a decimal number, not {}", json_kind(raw)));
         }
     };
     let parsed = if text.contains(['e', 'E']) {
@@ -414,7 +427,11 @@ mod tests {
     fn unknown_and_repeated_fields_are_rejected() {
         let found = reasons(r#"{"orderid":1,"orderid":2,"customer":"A","price":1,"note":"x"}"#);
         assert!(found.contains(&("orderid".to_owned(), "appears more than once".to_owned())));
-        assert!(found.iter().any(|(f, r)| f == "note" && r.starts_with("is not a known field")));
+        assert!(
+            found
+                .iter()
+                .any(|(f, r)| f == "note" && r.starts_with("is not a known field"))
+        );
     }
 
     #[test]
@@ -423,9 +440,18 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("orderid".to_owned(), "must be a whole number, not a string".to_owned()),
-                ("customer".to_owned(), "must be a string, not a number".to_owned()),
-                ("price".to_owned(), "must be a decimal number, not a boolean".to_owned()),
+                (
+                    "orderid".to_owned(),
+                    "must be a whole number, not a string".to_owned()
+                ),
+                (
+                    "customer".to_owned(),
+                    "must be a string, not a number".to_owned()
+                ),
+                (
+                    "price".to_owned(),
+                    "must be a decimal number, not a boolean".to_owned()
+                ),
             ]
         );
     }
@@ -458,9 +484,11 @@ mod tests {
             reasons(r#"{"orderid":1,"customer":"A","price":1e12}"#)[0].1,
             format!("must be at most {}", max_price())
         );
-        assert!(reasons(r#"{"orderid":1,"customer":"A","price":"NaN"}"#)[0]
-            .1
-            .starts_with("must be a decimal number"));
+        assert!(
+            reasons(r#"{"orderid":1,"customer":"A","price":"NaN"}"#)[0]
+                .1
+                .starts_with("must be a decimal number")
+        );
     }
 
     #[test]
@@ -471,7 +499,11 @@ mod tests {
         );
         let long = "x".repeat(MAX_CUSTOMER_CHARS + 1);
         let json = format!(r#"{{"orderid":1,"customer":"{long}","price":1}}"#);
-        assert!(reasons(&json)[0].1.starts_with("must be at most 200 characters"));
+        assert!(
+            reasons(&json)[0]
+                .1
+                .starts_with("must be at most 200 characters")
+        );
     }
 
     #[test]
@@ -492,7 +524,10 @@ mod tests {
     fn error_carries_the_orderid_when_it_could_be_read() {
         let found = parse(r#"{"orderid":42,"customer":"A","price":-3}"#).unwrap_err();
         assert_eq!(found[0].orderid, Some(42));
-        assert_eq!(found[0].to_string(), "order at index 0 (orderid 42): price must not be negative");
+        assert_eq!(
+            found[0].to_string(),
+            "order at index 0 (orderid 42): price must not be negative"
+        );
     }
 
     #[test]

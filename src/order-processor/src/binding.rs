@@ -78,7 +78,11 @@ impl DaprBinding {
 }
 
 impl OrderWriter for DaprBinding {
-    async fn insert(&self, orders_json: &str, traceparent: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert(
+        &self,
+        orders_json: &str,
+        traceparent: Option<&str>,
+    ) -> Result<u64, BindingError> {
         let metadata = HashMap::from([
             ("sql".to_owned(), INSERT_SQL.to_owned()),
             ("params".to_owned(), params(orders_json)),
@@ -92,12 +96,19 @@ impl OrderWriter for DaprBinding {
         if let Some(token) = &self.api_token
             && let Ok(value) = MetadataValue::try_from(token.expose_secret())
         {
-            request.metadata_mut().insert(common::dapr::API_TOKEN_HEADER, value);
+            request
+                .metadata_mut()
+                .insert(common::dapr::API_TOKEN_HEADER, value);
         }
         if let Some(value) = traceparent.and_then(|t| MetadataValue::try_from(t).ok()) {
             request.metadata_mut().insert("traceparent", value);
         }
-        let response = self.client.clone().invoke_binding(request).await?.into_inner();
+        let response = self
+            .client
+            .clone()
+            .invoke_binding(request)
+            .await?
+            .into_inner();
         let rows = response.metadata.get("rows-affected").cloned();
         rows.as_deref()
             .and_then(|r| r.parse().ok())

@@ -52,7 +52,9 @@ pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
         .when(|error| {
             matches!(
                 error,
-                sqlx::migrate::MigrateError::Execute(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut)
+                sqlx::migrate::MigrateError::Execute(
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut
+                )
             )
         })
         .notify(|error, delay| {

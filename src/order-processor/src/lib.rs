@@ -18,9 +18,10 @@ use common::dapr::Sidecar;
 use sqlx::PgPool;
 
 pub use binding::{DaprBinding, OrderWriter};
+pub use common::order::WriteOutcome;
 pub use config::{Config, MAX_BODY_BYTES};
 pub use error::ApiError;
-pub use routes::{WriteOutcome, router};
+pub use routes::router;
 
 /// What the request handlers share.
 #[derive(Clone, Debug)]
@@ -76,9 +77,14 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        common::shutdown::serve(listener, self.router, shutdown, common::shutdown::GRACE_PERIOD)
-            .await
-            .context("server failed")?;
+        common::shutdown::serve(
+            listener,
+            self.router,
+            shutdown,
+            common::shutdown::GRACE_PERIOD,
+        )
+        .await
+        .context("server failed")?;
         tracing::info!("order-processor stopped");
         Ok(())
     }

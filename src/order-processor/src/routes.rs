@@ -8,8 +8,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::order::{Order, parse_orders};
-use serde::{Deserialize, Serialize};
+use common::order::{Order, WriteOutcome, parse_orders};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tower_http::trace::TraceLayer;
 
@@ -20,19 +20,6 @@ use crate::{ApiError, AppState, MAX_BODY_BYTES, db};
 const MAX_PAGE: i64 = 1000;
 /// Orders per page unless the caller says otherwise.
 const DEFAULT_PAGE: i64 = 100;
-
-/// What storing a request's orders did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteOutcome {
-    /// Orders in the request.
-    pub received: u64,
-    /// Orders stored by this request.
-    pub inserted: u64,
-    /// Orders that were already stored with the same content.
-    pub unchanged: u64,
-    /// Ids already stored with a different customer or price; left as they were.
-    pub conflicts: Vec<i64>,
-}
 
 /// The routes, with the body limit and request tracing.
 pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
@@ -132,14 +119,14 @@ async fn get_order<W: OrderWriter>(
     State(state): State<AppState<W>>,
     Path(id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let orderid = id
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| ApiError::InvalidParameter {
-            name: "id",
-            reason: format!("must be a whole number from 1 to {}, not {id:?}", i64::MAX),
-        })?;
+    let orderid =
+        id.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ApiError::InvalidParameter {
+                name: "id",
+                reason: format!("must be a whole number from 1 to {}, not {id:?}", i64::MAX),
+            })?;
     db::get_order(&state.pool, orderid)
         .await
         .map_err(|error| ApiError::Unavailable(error.into()))?

@@ -62,7 +62,12 @@ impl TestApp {
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.http.get(format!("{}{path}", self.url)).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
         let status = response.status();
         (status, response.json().await.unwrap())
     }
@@ -120,13 +125,20 @@ fn outcome(body: Value) -> WriteOutcome {
 async fn new_orders_are_stored_with_exact_prices() {
     let app = spawn_app().await;
     let (status, body) = app
-        .post(r#"[{"orderid":1,"customer":"John Smith","price":100.32},
-                  {"orderid":2,"customer":"Jane Doe","price":"9999999999.99"}]"#)
+        .post(
+            r#"[{"orderid":1,"customer":"John Smith","price":100.32},
+                  {"orderid":2,"customer":"Jane Doe","price":"9999999999.99"}]"#,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         outcome(body),
-        WriteOutcome { received: 2, inserted: 2, unchanged: 0, conflicts: vec![] }
+        WriteOutcome {
+            received: 2,
+            inserted: 2,
+            unchanged: 0,
+            conflicts: vec![]
+        }
     );
     assert_eq!(
         app.stored().await,
@@ -140,7 +152,9 @@ async fn new_orders_are_stored_with_exact_prices() {
 #[tokio::test]
 async fn a_single_order_object_is_accepted() {
     let app = spawn_app().await;
-    let (status, body) = app.post(r#"{"orderid":7,"customer":"Solo","price":1}"#).await;
+    let (status, body) = app
+        .post(r#"{"orderid":7,"customer":"Solo","price":1}"#)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(outcome(body).inserted, 1);
 }
@@ -148,13 +162,19 @@ async fn a_single_order_object_is_accepted() {
 #[tokio::test]
 async fn duplicate_order_is_not_written_twice() {
     let app = spawn_app().await;
-    let orders = r#"[{"orderid":1,"customer":"A","price":1.50},{"orderid":2,"customer":"B","price":2}]"#;
+    let orders =
+        r#"[{"orderid":1,"customer":"A","price":1.50},{"orderid":2,"customer":"B","price":2}]"#;
     app.post(orders).await;
     let (status, body) = app.post(orders).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         outcome(body),
-        WriteOutcome { received: 2, inserted: 0, unchanged: 2, conflicts: vec![] }
+        WriteOutcome {
+            received: 2,
+            inserted: 0,
+            unchanged: 2,
+            conflicts: vec![]
+        }
     );
     assert_eq!(app.stored().await.len(), 2);
 }
@@ -165,29 +185,44 @@ async fn changed_order_is_reported_as_a_conflict_and_not_overwritten() {
     app.post(r#"[{"orderid":1,"customer":"A","price":1},{"orderid":2,"customer":"B","price":2}]"#)
         .await;
     let (status, body) = app
-        .post(r#"[{"orderid":1,"customer":"A","price":1.00},
+        .post(
+            r#"[{"orderid":1,"customer":"A","price":1.00},
                   {"orderid":2,"customer":"B","price":3},
-                  {"orderid":3,"customer":"C","price":3}]"#)
+                  {"orderid":3,"customer":"C","price":3}]"#,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         outcome(body),
-        WriteOutcome { received: 3, inserted: 1, unchanged: 1, conflicts: vec![2] }
+        WriteOutcome {
+            received: 3,
+            inserted: 1,
+            unchanged: 1,
+            conflicts: vec![2]
+        }
     );
-    assert_eq!(app.stored().await[1], (2, "B".to_owned(), "2.00".to_owned()));
+    assert_eq!(
+        app.stored().await[1],
+        (2, "B".to_owned(), "2.00".to_owned())
+    );
 }
 
 #[tokio::test]
 async fn request_with_one_invalid_order_stores_nothing() {
     let app = spawn_app().await;
     let (status, body) = app
-        .post(r#"[{"orderid":1,"customer":"A","price":1},
+        .post(
+            r#"[{"orderid":1,"customer":"A","price":1},
                   {"orderid":2,"customer":"","price":1.005},
-                  {"orderid":3,"customer":"C","price":3}]"#)
+                  {"orderid":3,"customer":"C","price":3}]"#,
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"]["code"], "invalid_orders");
-    assert_eq!(body["error"]["message"], "1 order is invalid; nothing was stored");
+    assert_eq!(
+        body["error"]["message"],
+        "1 order is invalid; nothing was stored"
+    );
     assert_eq!(
         body["error"]["details"],
         json!([
@@ -205,7 +240,10 @@ async fn duplicate_ids_in_one_request_are_invalid() {
         .post(r#"[{"orderid":5,"customer":"A","price":1},{"orderid":5,"customer":"A","price":1}]"#)
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(body["error"]["details"][0]["reason"], "duplicates the order at index 0");
+    assert_eq!(
+        body["error"]["details"][0]["reason"],
+        "duplicates the order at index 0"
+    );
     assert!(app.stored().await.is_empty());
 }
 
@@ -216,7 +254,10 @@ async fn malformed_json_is_refused_with_the_error_shape() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "malformed_body");
     assert!(
-        body["error"]["message"].as_str().unwrap().starts_with("the request body is not valid JSON"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body is not valid JSON"),
         "{body}"
     );
     for bad in ["", "42", "[]", "\"orders\""] {
@@ -233,14 +274,23 @@ async fn too_many_orders_in_one_request_are_refused() {
         .collect();
     let (status, body) = app.post(serde_json::to_string(&orders).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("at most 100"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 100"),
+        "{body}"
+    );
     assert!(app.stored().await.is_empty());
 }
 
 #[tokio::test]
 async fn body_over_the_limit_is_refused_with_413() {
     let app = spawn_app().await;
-    let body = format!(r#"{{"orderid":1,"customer":"{}","price":1}}"#, "x".repeat(5 << 20));
+    let body = format!(
+        r#"{{"orderid":1,"customer":"{}","price":1}}"#,
+        "x".repeat(5 << 20)
+    );
     let (status, body) = app.post(body).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(body["error"]["code"], "body_too_large");
@@ -260,11 +310,20 @@ async fn sql_in_strings_is_stored_verbatim() {
 #[tokio::test]
 async fn stored_order_is_read_back_exactly() {
     let app = spawn_app().await;
-    app.post(r#"{"orderid":42,"customer":"Zoë","price":0.10}"#).await;
+    app.post(r#"{"orderid":42,"customer":"Zoë","price":0.10}"#)
+        .await;
     let (status, body) = app.get("/orders/42").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body, json!({"orderid": 42, "customer": "Zoë", "price": 0.10}));
-    let raw = app.http.get(format!("{}/orders/42", app.url)).send().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"orderid": 42, "customer": "Zoë", "price": 0.10})
+    );
+    let raw = app
+        .http
+        .get(format!("{}/orders/42", app.url))
+        .send()
+        .await
+        .unwrap();
     assert!(raw.text().await.unwrap().contains(r#""price":0.10"#));
 }
 
@@ -273,11 +332,19 @@ async fn unknown_order_is_404_and_bad_id_is_400() {
     let app = spawn_app().await;
     let (status, body) = app.get("/orders/9").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(body, json!({"error": {"code": "not_found", "message": "order 9 does not exist"}}));
+    assert_eq!(
+        body,
+        json!({"error": {"code": "not_found", "message": "order 9 does not exist"}})
+    );
     let (status, body) = app.get("/orders/abc").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "invalid_parameter");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("id "));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("id ")
+    );
 }
 
 #[tokio::test]
@@ -290,7 +357,12 @@ async fn orders_are_paged_by_keyset() {
 
     let (_, first) = app.get("/orders?limit=2").await;
     let ids = |page: &Value| -> Vec<i64> {
-        page["orders"].as_array().unwrap().iter().map(|o| o["orderid"].as_i64().unwrap()).collect()
+        page["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["orderid"].as_i64().unwrap())
+            .collect()
     };
     assert_eq!(ids(&first), vec![10, 20]);
     assert_eq!(first["next_after"], 20);
@@ -302,7 +374,12 @@ async fn orders_are_paged_by_keyset() {
 
     let (status, body) = app.get("/orders?limit=0").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("limit must be"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("limit must be")
+    );
 }
 
 #[tokio::test]
@@ -335,10 +412,11 @@ async fn the_app_role_cannot_create_objects_outside_its_schema() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("permission denied"), "{error}");
-    let is_super: bool = sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let is_super: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(!is_super);
 }
 

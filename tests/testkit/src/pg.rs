@@ -46,9 +46,11 @@ impl TestDb {
                 .subsec_nanos()
         );
         let mut conn = admin.connect().await.expect("connect to TEST_DATABASE_URL");
-        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))))
-            .await
-            .expect("create test database");
+        conn.execute(sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        ))))
+        .await
+        .expect("create test database");
         let db = Self { name, admin };
         db.bootstrap();
         db
@@ -119,7 +121,10 @@ impl Drop for TestDb {
         let _ = Command::new("psql")
             .arg(admin_url())
             .args(["-X", "-q", "-c"])
-            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .output();
     }
 }

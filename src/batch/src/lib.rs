@@ -1,0 +1,163 @@
+//! batch sends the orders of a data file to order-processor. A Dapr cron input binding
+//! calls `POST /cron` (the component's name) on every tick; `POST /runs` does the same on
+//! demand. Each run validates the file, sends its valid chunks through Dapr service
+//! invocation, and logs one summary line. See [`runner`] for what a run remembers.
+
+mod config;
+mod error;
+pub mod runner;
+pub mod source;
+pub mod submit;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use common::dapr::Sidecar;
+use tower_http::trace::TraceLayer;
+
+pub use config::{Config, MAX_CHUNK_SIZE};
+pub use error::ApiError;
+use runner::{Runner, Summary};
+use submit::{DaprSink, OrderSink};
+
+/// What the request handlers share.
+pub struct AppState<S> {
+    /// Runs the file through the sink.
+    pub runner: Runner<S>,
+    /// The app's own sidecar, for the readiness check.
+    pub sidecar: Sidecar,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        Self {
+            runner: self.runner.clone(),
+            sidecar: self.sidecar.clone(),
+        }
+    }
+}
+
+/// The service, ready to serve.
+pub struct App {
+    router: Router,
+    runner: Runner<DaprSink>,
+}
+
+impl App {
+    /// Builds the clients and the routes.
+    pub fn build(config: &Config) -> anyhow::Result<Self> {
+        let sidecar = Sidecar::new(
+            config.dapr_http_port,
+            config.dapr_api_token.clone(),
+            config.invoke_timeout,
+        )?;
+        let sink = DaprSink::new(
+            sidecar.clone(),
+            config.target_app_id.clone(),
+            config.invoke_max_retries,
+            config.invoke_retry_delay,
+        );
+        let runner = Runner::new(sink, config.source.clone(), config.chunk_size);
+        let state = AppState {
+            runner: runner.clone(),
+            sidecar,
+        };
+        Ok(Self {
+            router: router(state, &config.cron_binding),
+            runner,
+        })
+    }
+
+    /// Serves on `listener` until `shutdown` completes. Then the run in progress stops
+    /// between chunks (a chunk in flight is abandoned: it is stored whole or not at all,
+    /// and the next run sends it again), within [`common::shutdown::GRACE_PERIOD`].
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let runner = self.runner.clone();
+        let shutdown = async move {
+            shutdown.await;
+            runner.cancel();
+        };
+        common::shutdown::serve(
+            listener,
+            self.router,
+            shutdown,
+            common::shutdown::GRACE_PERIOD,
+        )
+        .await?;
+        if tokio::time::timeout(common::shutdown::GRACE_PERIOD, self.runner.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the run in progress was abandoned");
+        }
+        tracing::info!("batch stopped");
+        Ok(())
+    }
+}
+
+/// The routes: the cron binding's, the manual trigger and the health checks.
+pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
+    Router::new()
+        .route(&format!("/{cron_binding}"), post(cron::<S>))
+        .route("/runs", post(manual::<S>))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz::<S>))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A tick of the cron binding. Always answered 200: any other answer is an error to daprd,
+/// and a tick that finds a run in progress is skipped on purpose.
+async fn cron<S: OrderSink>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    match state.runner.run("cron", traceparent(&headers)).await {
+        Some(summary) => Json(serde_json::json!(summary)),
+        None => Json(serde_json::json!({ "skipped": "a run is in progress" })),
+    }
+}
+
+/// A run on demand; 409 when one is in progress.
+async fn manual<S: OrderSink>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> Result<Json<Summary>, ApiError> {
+    state
+        .runner
+        .run("manual", traceparent(&headers))
+        .await
+        .map(Json)
+        .ok_or(ApiError::RunInProgress)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "alive" }))
+}
+
+async fn readyz<S: OrderSink>(
+    State(state): State<AppState<S>>,
+) -> (StatusCode, Json<serde_json::Value>) {
+    match state.sidecar.outbound_health().await {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "sidecar": "ok" }))),
+        Err(error) => {
+            tracing::warn!(%error, "not ready: sidecar");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "sidecar": "unavailable" })),
+            )
+        }
+    }
+}
