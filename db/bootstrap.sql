@@ -8,6 +8,7 @@
 -- as it would in Azure. In Azure the bootstrap job does the same for the app's managed
 -- identity. Safe to run again, and from several processes at once.
 \set ON_ERROR_STOP on
+SET client_min_messages = warning;
 
 SELECT set_config('bootstrap.app_role', :'app_role', false),
        set_config('bootstrap.app_password', :'app_password', false) \g /dev/null

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/run.sh and scripts/test.sh: installing and starting what the project
 # needs on a Debian machine (PostgreSQL, daprd) and stopping it again. Source it, don't run it.
 
@@ -29,10 +30,10 @@ apt_install() {
 # Prints the directory of the newest installed PostgreSQL server, installing it if needed.
 pg_bindir() {
   local dir
-  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
-  if [ -z "$dir" ] || [ ! -x "$dir/postgres" ]; then
+  dir="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  if [ ! -x "$dir/postgres" ]; then
     apt_install postgresql postgresql-client >&2
-    dir="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+    dir="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
   fi
   # The package starts a cluster of its own on port 5432; we never use it.
   printf '%s\n' "$dir"
@@ -114,4 +115,99 @@ daprd_path() {
   mv "$tmp" "$cached"
   say "daprd $DAPR_VERSION built in $((SECONDS - started)) s"
   printf '%s\n' "$cached"
+}
+
+# Fails with advice when the pinned Rust toolchain is missing (it cannot be downloaded here).
+ensure_rust() {
+  command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"
+  (cd "$ROOT" && cargo --version >/dev/null 2>&1) ||
+    die "the Rust toolchain pinned in rust-toolchain.toml is not installed: rustup toolchain install $(sed -n 's/^channel = "\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
+  command -v curl >/dev/null || apt_install curl ca-certificates
+}
+
+# The port of a postgres:// URL.
+url_port() { sed -E 's|^[a-z]+://[^@]*@[^:/]+:([0-9]+).*|\1|' <<<"$1"; }
+
+# A random string for local passwords.
+random_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=\n'; echo; }
+
+# Whether nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Prints a port that is free now, from a random start.
+free_port() {
+  local port
+  for _ in $(seq 1 200); do
+    port=$((20000 + RANDOM % 30000))
+    if port_free "$port"; then printf '%s\n' "$port"; return 0; fi
+  done
+  die "no free port found"
+}
+
+# Whether the cluster in DATA_DIR is running.
+pg_running() { [ -s "$1/postmaster.pid" ] && pg_as_owner "$(pg_bindir)/pg_ctl" -D "$1" status >/dev/null 2>&1; }
+
+# wait_http URL SECONDS: waits until URL answers 2xx.
+wait_http() {
+  local deadline=$((SECONDS + $2))
+  until curl -sf -o /dev/null "$1"; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.2
+  done
+}
+
+# stop_processes PID...: SIGTERM, then SIGKILL for whatever still runs after 10 s.
+stop_processes() {
+  local pid deadline=$((SECONDS + 10))
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+# Prints the path of a virtual environment with the Python checkers of
+# tools/requirements.txt, created once per version of that file.
+checkers_venv() {
+  local key venv
+  key="$(sha256sum "$ROOT/tools/requirements.txt" | cut -c1-12)"
+  venv="$CACHE_DIR/checkers-$key"
+  if [ ! -f "$venv/.complete" ]; then
+    command -v python3 >/dev/null || apt_install python3 >&2
+    say "installing the Python checkers of tools/requirements.txt into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2 2>/dev/null || { apt_install python3-venv >&2; python3 -m venv "$venv" >&2; }
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tools/requirements.txt" >&2
+    touch "$venv/.complete"
+  fi
+  printf '%s\n' "$venv"
+}
+
+# Installs sqlx-cli of the version in Cargo.lock into ~/.cargo/bin when it is missing.
+ensure_sqlx_cli() {
+  local version
+  version="$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
+  if [ "$(cargo sqlx --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
+    say "installing sqlx-cli $version (once, about 3 minutes)"
+    cargo install sqlx-cli --version "$version" --locked --quiet \
+      --no-default-features --features postgres,rustls
+  fi
+}
+
+# Checks that .sqlx/ matches the queries, against a fresh database migrated as the
+# ordinary role. Needs TEST_DATABASE_URL.
+check_sqlx_offline_data() {
+  ensure_sqlx_cli
+  local db="sqlx_check_$$" port
+  port="$(url_port "$TEST_DATABASE_URL")"
+  PGOPTIONS="-c client_min_messages=warning" psql "$TEST_DATABASE_URL" -Xq \
+    -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql "postgres://postgres:$(cat "$STATE_DIR/postgres-test.password")@127.0.0.1:$port/$db" -Xq \
+    -v app_role=sqlx_check -v app_password=sqlx-check -f "$ROOT/db/bootstrap.sql"
+  local url="postgres://sqlx_check:sqlx-check@127.0.0.1:$port/$db"
+  DATABASE_URL="$url" cargo sqlx migrate run --source "$ROOT/src/order-processor/migrations" >/dev/null
+  DATABASE_URL="$url" SQLX_OFFLINE=false cargo sqlx prepare --workspace --check -- --all-targets --locked -q ||
+    die ".sqlx/ is out of date: run 'cargo sqlx prepare --workspace' against a migrated database and commit it"
+  psql "$TEST_DATABASE_URL" -Xq -c "DROP DATABASE $db WITH (FORCE)"
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod pg;
+pub mod stack;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Runs the whole system on this machine: PostgreSQL (a throwaway cluster under .local/,
+# unless DATABASE_URL points elsewhere), order-processor and batch, each with its own
+# daprd sidecar, the cron binding sending the bundled orders every 10 s. It installs what
+# is missing (PostgreSQL from Debian's packages, daprd built from Go modules) and shows
+# the orders arriving in the database. Ctrl-C stops everything it started.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+RUN_DIR="$STATE_DIR/run"
+PG_DATA="$STATE_DIR/postgres"
+PG_PORT="${PG_PORT:-55432}"
+OP_PORT="${OP_PORT:-6001}" OP_HTTP="${OP_HTTP:-3501}" OP_GRPC="${OP_GRPC:-50001}"
+BATCH_PORT="${BATCH_PORT:-6002}" BATCH_HTTP="${BATCH_HTTP:-3502}" BATCH_GRPC="${BATCH_GRPC:-50002}"
+
+PIDS=()
+STARTED_PG=""
+cleanup() {
+  trap - INT TERM EXIT
+  say "stopping everything this run started"
+  stop_processes "${PIDS[@]}"
+  [ -n "$STARTED_PG" ] && pg_stop "$PG_DATA"
+  say "stopped; logs are in ${RUN_DIR#"$ROOT"/}/logs"
+}
+
+for port in "$OP_PORT" "$OP_HTTP" "$OP_GRPC" "$BATCH_PORT" "$BATCH_HTTP" "$BATCH_GRPC"; do
+  port_free "$port" || die "port $port is in use (another run?); stop it or set the *_PORT variables"
+done
+
+ensure_rust
+DAPRD_BIN="$(daprd_path)"
+say "using daprd $("$DAPRD_BIN" --version) at $DAPRD_BIN"
+
+trap cleanup INT TERM EXIT
+if [ -z "${DATABASE_URL:-}" ]; then
+  pg_running "$PG_DATA" || STARTED_PG=yes
+  ADMIN_URL="$(pg_start "$PG_DATA" "$PG_PORT")"
+  APP_PASSWORD_FILE="$STATE_DIR/order-processor.password"
+  [ -s "$APP_PASSWORD_FILE" ] || random_secret >"$APP_PASSWORD_FILE"
+  psql "$ADMIN_URL" -XtAq -c "SELECT 1 FROM pg_database WHERE datname = 'orders'" | grep -q 1 ||
+    psql "$ADMIN_URL" -Xq -c "CREATE DATABASE orders"
+  psql "${ADMIN_URL%/postgres}/orders" -Xq -v app_role=order_processor \
+    -v app_password="$(cat "$APP_PASSWORD_FILE")" -f "$ROOT/db/bootstrap.sql"
+  port="$(url_port "$ADMIN_URL")"
+  DATABASE_URL="postgres://order_processor:$(cat "$APP_PASSWORD_FILE")@127.0.0.1:$port/orders"
+  say "database: orders on 127.0.0.1:$port as the ordinary role order_processor"
+else
+  say "using the database at DATABASE_URL (its role must be set up like db/bootstrap.sql does)"
+fi
+
+say "building the services"
+(cd "$ROOT" && SQLX_OFFLINE=true cargo build --locked --bins -q)
+
+rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR/logs"
+LOGS="$RUN_DIR/logs"
+# daprd runs in $RUN_DIR, where the Configuration's SQLite name-resolution file lives.
+sidecar() { # APP_ID APP_PORT HTTP GRPC METRICS [ENV=VALUE...]
+  local app_id="$1" app_port="$2" http="$3" grpc="$4" metrics="$5"
+  shift 5
+  (cd "$RUN_DIR" && exec env "$@" "$DAPRD_BIN" --app-id "$app_id" --app-port "$app_port" \
+    --app-protocol http --dapr-http-port "$http" --dapr-grpc-port "$grpc" \
+    --dapr-internal-grpc-port "$((grpc + 100))" --metrics-port "$metrics" \
+    --dapr-listen-addresses 127.0.0.1 --resources-path "$ROOT/components" \
+    --config "$ROOT/components/config.yaml" --log-level warn) >"$LOGS/$app_id-daprd.log" 2>&1 &
+  PIDS+=($!)
+}
+
+say "starting order-processor on :$OP_PORT and its sidecar on :$OP_HTTP"
+env DATABASE_URL="$DATABASE_URL" APP_PORT="$OP_PORT" DAPR_HTTP_PORT="$OP_HTTP" DAPR_GRPC_PORT="$OP_GRPC" \
+  "$ROOT/target/debug/order-processor" >"$LOGS/order-processor.log" 2>&1 &
+PIDS+=($!)
+sidecar order-processor "$OP_PORT" "$OP_HTTP" "$OP_GRPC" 9091 SQLDB_CONNECTION_STRING="$DATABASE_URL"
+wait_http "http://127.0.0.1:$OP_PORT/readyz" 60 || die "order-processor is not ready; see $LOGS"
+
+say "starting batch on :$BATCH_PORT and its sidecar on :$BATCH_HTTP (cron: every 10 s)"
+env APP_PORT="$BATCH_PORT" DAPR_HTTP_PORT="$BATCH_HTTP" ${ORDERS_FILE:+ORDERS_FILE="$ORDERS_FILE"} \
+  "$ROOT/target/debug/batch" >"$LOGS/batch.log" 2>&1 &
+PIDS+=($!)
+sidecar batch "$BATCH_PORT" "$BATCH_HTTP" "$BATCH_GRPC" 9092
+wait_http "http://127.0.0.1:$BATCH_PORT/readyz" 60 || die "batch is not ready; see $LOGS"
+
+cat >&2 <<INFO
+
+  Running. Logs: ${LOGS#"$ROOT"/}/
+  Orders:         curl -s http://127.0.0.1:$OP_PORT/orders
+  Run now:        curl -s -X POST http://127.0.0.1:$BATCH_PORT/runs
+  Through Dapr:   curl -s http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/order-processor/method/orders/1
+  Press Ctrl-C to stop.
+
+INFO
+last=""
+while true; do
+  for pid in "${PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || die "a process stopped unexpectedly; see $LOGS"
+  done
+  count="$(psql "$DATABASE_URL" -XtAq -c "SELECT count(*) FROM orders" 2>/dev/null || echo '?')"
+  summary="$( (grep '"run finished"' "$LOGS/batch.log" 2>/dev/null || true) | tail -n 1 |
+    sed -E 's/.*"outcome":"([a-z_]+)".*"read":([0-9]+).*"submitted":([0-9]+).*"inserted":([0-9]+).*"already_present":([0-9]+).*"rejected":([0-9]+).*"duration_ms":([0-9]+).*/last run: \1, read \2, submitted \3, new \4, already there \5, rejected \6, \7 ms/')"
+  line="orders in the database: $count${summary:+ | $summary}"
+  if [ "$line" != "$last" ]; then printf '%s  %s\n' "$(date +%T)" "$line"; fi
+  last="$line"
+  sleep 2
+done

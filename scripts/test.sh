@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every check and test of the project, as CI does: formatting, clippy, the offline
+# checks (Dapr schemas, YAML, shell, sqlx offline data), then the unit, integration and
+# end-to-end tests against a real PostgreSQL and real daprd sidecars. It installs what is
+# missing (PostgreSQL from Debian's packages, daprd built from Go modules, the Python
+# checkers in a cached virtual environment) and starts a throwaway PostgreSQL under
+# .local/ that it stops again at the end.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+PG_DATA="$STATE_DIR/postgres-test"
+STARTED_PG=""
+finish() {
+  [ -n "$STARTED_PG" ] && pg_stop "$PG_DATA"
+  return 0
+}
+trap finish EXIT
+
+ensure_rust
+export SQLX_OFFLINE=true
+
+say "formatting: cargo fmt --check"
+cargo fmt --all --check
+
+say "lints: cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -q -- -D warnings
+
+say "offline checks"
+VENV="$(checkers_venv)"
+for file in components/*.yaml; do
+  kind="$(sed -n 's/^kind: //p' "$file" | tr '[:upper:]' '[:lower:]')"
+  "$VENV/bin/check-jsonschema" -q --schemafile "tests/schemas/dapr/$kind-dapr-v1alpha1.json" "$file"
+done
+echo "components/: valid against Dapr's schemas"
+"$VENV/bin/yamllint" -s components/ .yamllint.yaml
+"$VENV/bin/shellcheck" -x scripts/*.sh .ci/run
+echo "YAML and shell scripts: clean"
+
+pg_running "$PG_DATA" || STARTED_PG=yes
+TEST_DATABASE_URL="$(pg_start "$PG_DATA" "$(free_port)")"
+export TEST_DATABASE_URL
+DAPRD="$(daprd_path)"
+export DAPRD
+
+say "sqlx offline data (.sqlx/) matches the queries"
+check_sqlx_offline_data
+
+say "tests: cargo test (unit, PostgreSQL integration, end to end with daprd $("$DAPRD" --version))"
+cargo test --workspace --locked
+say "all checks and tests passed"

@@ -1,0 +1,409 @@
+//! The whole system as processes: order-processor and batch (the workspace's binaries),
+//! each with a real daprd, against a fresh database. Every stack has its own free ports and
+//! its own directory, where the sidecars keep their SQLite name-resolution file, so stacks
+//! running at once (or beside `scripts/run.sh`) never resolve each other's apps.
+
+use std::collections::HashMap;
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::pg::TestDb;
+use crate::workspace_root;
+
+/// The daprd to use: `DAPRD`, else `~/.dapr/bin/daprd`, else `daprd` on PATH.
+pub fn daprd() -> PathBuf {
+    if let Ok(path) = std::env::var("DAPRD") {
+        return PathBuf::from(path);
+    }
+    let home = std::env::var("HOME").map(PathBuf::from).unwrap_or_default();
+    let installed = home.join(".dapr/bin/daprd");
+    if installed.exists() {
+        return installed;
+    }
+    PathBuf::from("daprd")
+}
+
+/// Builds the service binaries once per test process and returns their directory.
+pub fn binaries() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .current_dir(workspace_root())
+            .args(["build", "--bins", "-p", "batch", "-p", "order-processor"])
+            .env("SQLX_OFFLINE", "true")
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the services failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace_root().join("target"));
+        target.join("debug")
+    })
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Ports of one app and its sidecar.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub app: u16,
+    pub http: u16,
+    pub grpc: u16,
+    pub internal: u16,
+    pub metrics: u16,
+}
+
+impl Ports {
+    fn new() -> Self {
+        Self {
+            app: free_port(),
+            http: free_port(),
+            grpc: free_port(),
+            internal: free_port(),
+            metrics: free_port(),
+        }
+    }
+}
+
+/// How a stack is set up.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The cron schedule, e.g. `@every 1s`.
+    pub schedule: String,
+    /// The orders file batch reads.
+    pub orders: String,
+    /// batch's `CHUNK_SIZE`.
+    pub chunk_size: usize,
+    /// Extra environment for batch.
+    pub batch_env: Vec<(String, String)>,
+}
+
+/// A process that is killed when dropped.
+struct Proc {
+    child: Child,
+    name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The running system.
+pub struct Stack {
+    pub db: TestDb,
+    pub dir: PathBuf,
+    pub op: Ports,
+    pub batch: Ports,
+    procs: HashMap<&'static str, Proc>,
+    batch_env: Vec<(String, String)>,
+    _dir_guard: TempDir,
+}
+
+impl Stack {
+    /// Starts order-processor and its sidecar, then batch and its sidecar, and waits until
+    /// both apps report ready.
+    pub async fn start(options: StackOptions) -> Self {
+        let db = TestDb::create().await;
+        let dir_guard = TempDir::new();
+        let dir = dir_guard.0.clone();
+        write_resources(&dir, &options.schedule);
+        fs::write(dir.join("orders.json"), &options.orders).expect("write orders file");
+        let mut stack = Self {
+            db,
+            dir,
+            op: Ports::new(),
+            batch: Ports::new(),
+            procs: HashMap::new(),
+            batch_env: Vec::new(),
+            _dir_guard: dir_guard,
+        };
+        stack.start_order_processor();
+        stack.start_sidecar("order-processor");
+        stack.wait_ready("order-processor").await;
+        let mut env = vec![
+            (
+                "ORDERS_FILE".to_owned(),
+                stack.dir.join("orders.json").display().to_string(),
+            ),
+            ("CHUNK_SIZE".to_owned(), options.chunk_size.to_string()),
+            ("INVOKE_RETRY_DELAY_MS".to_owned(), "50".to_owned()),
+            ("INVOKE_MAX_RETRIES".to_owned(), "3".to_owned()),
+        ];
+        env.extend(options.batch_env);
+        env.push(("APP_PORT".to_owned(), stack.batch.app.to_string()));
+        env.push(("DAPR_HTTP_PORT".to_owned(), stack.batch.http.to_string()));
+        stack.batch_env = env;
+        stack.start_batch();
+        stack.start_sidecar("batch");
+        stack.wait_ready("batch").await;
+        stack
+    }
+
+    /// Starts order-processor (again).
+    pub fn start_order_processor(&mut self) {
+        let url = self.db.app_url();
+        let env = [
+            ("DATABASE_URL", url.as_str()),
+            ("APP_PORT", &self.op.app.to_string()),
+            ("DAPR_HTTP_PORT", &self.op.http.to_string()),
+            ("DAPR_GRPC_PORT", &self.op.grpc.to_string()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        self.spawn_app("order-processor", &env);
+    }
+
+    /// Starts batch (again), with the environment it was first started with.
+    pub fn start_batch(&mut self) {
+        let env = self.batch_env.clone();
+        self.spawn_app("batch", &env);
+    }
+
+    fn spawn_app(&mut self, name: &'static str, env: &[(String, String)]) {
+        let log = self.log_file(name);
+        let child = Command::new(binaries().join(name))
+            .envs(env.iter().cloned())
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        self.procs.insert(
+            name,
+            Proc {
+                child,
+                name: name.to_owned(),
+            },
+        );
+    }
+
+    fn start_sidecar(&mut self, app_id: &'static str) {
+        let ports = if app_id == "batch" {
+            self.batch
+        } else {
+            self.op
+        };
+        let log = self.log_file(&format!("{app_id}-daprd"));
+        let mut command = Command::new(daprd());
+        command
+            .current_dir(&self.dir)
+            .args(["--app-id", app_id, "--app-protocol", "http"])
+            .args(["--app-port", &ports.app.to_string()])
+            .args(["--dapr-http-port", &ports.http.to_string()])
+            .args(["--dapr-grpc-port", &ports.grpc.to_string()])
+            .args(["--dapr-internal-grpc-port", &ports.internal.to_string()])
+            .args(["--metrics-port", &ports.metrics.to_string()])
+            .args(["--dapr-listen-addresses", "127.0.0.1"])
+            .arg("--resources-path")
+            .arg(self.dir.join("resources"))
+            .arg("--config")
+            .arg(self.dir.join("config.yaml"))
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        if app_id == "order-processor" {
+            command.env("SQLDB_CONNECTION_STRING", self.db.app_url());
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "start daprd ({}): {e}; set DAPRD or run scripts/test.sh",
+                daprd().display()
+            )
+        });
+        self.procs.insert(
+            if app_id == "batch" {
+                "batch-daprd"
+            } else {
+                "order-processor-daprd"
+            },
+            Proc {
+                child,
+                name: format!("{app_id}-daprd"),
+            },
+        );
+    }
+
+    fn log_file(&self, name: &str) -> fs::File {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("{name}.log")))
+            .expect("log file")
+    }
+
+    /// What a process has logged so far.
+    pub fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// batch's run summaries so far, as JSON objects.
+    pub fn summaries(&self) -> Vec<serde_json::Value> {
+        self.log("batch")
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|v| v["message"] == "run finished")
+            .collect()
+    }
+
+    /// Kills a process: `order-processor`, `batch` or `<app>-daprd`.
+    pub fn kill(&mut self, name: &str) {
+        let mut proc = self
+            .procs
+            .remove(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        proc.child.kill().expect("kill");
+        proc.child.wait().expect("wait");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns how long it took.
+    pub fn terminate(&mut self, name: &str) -> Duration {
+        let mut proc = self
+            .procs
+            .remove(name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        let started = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &proc.child.id().to_string()])
+            .status();
+        proc.child.wait().expect("wait");
+        started.elapsed()
+    }
+
+    /// Waits until the app answers `/readyz` with 200.
+    pub async fn wait_ready(&mut self, app: &str) {
+        let port = if app == "batch" {
+            self.batch.app
+        } else {
+            self.op.app
+        };
+        let url = format!("http://127.0.0.1:{port}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            let exited = self.procs.values_mut().find_map(|p| {
+                p.child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|s| (p.name.clone(), s))
+            });
+            if let Some((name, status)) = exited {
+                panic!("{name} exited ({status}):\n{}", self.log(&name));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{app} not ready within 60 s:\n{}",
+                self.log(app)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The stored orders as `(orderid, customer, price as text)`, in id order.
+    pub async fn stored(&self) -> Vec<(i64, String, String)> {
+        let pool = self.db.admin_pool().await;
+        let rows = sqlx::query_as(
+            "SELECT orderid, customer, price::text FROM app.orders ORDER BY orderid",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("read orders");
+        pool.close().await;
+        rows
+    }
+
+    /// Waits until `check` holds, polling every 100 ms, for at most `timeout`.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !check().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n--- batch log (tail) ---\n{}\n--- order-processor log (tail) ---\n{}",
+                tail(&self.log("batch"), 30),
+                tail(&self.log("order-processor"), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Copies `components/` with the cron schedule replaced; the Configuration goes next to it.
+fn write_resources(dir: &Path, schedule: &str) {
+    let source = workspace_root().join("components");
+    let resources = dir.join("resources");
+    fs::create_dir_all(&resources).expect("resources dir");
+    for entry in fs::read_dir(&source).expect("components/") {
+        let path = entry.expect("entry").path();
+        let text = fs::read_to_string(&path).expect("read component");
+        let name = path.file_name().expect("file name");
+        if text.contains("kind: Configuration") {
+            fs::write(dir.join("config.yaml"), text).expect("write config");
+        } else {
+            let text = text.replace("\"@every 10s\"", &format!("\"{schedule}\""));
+            fs::write(resources.join(name), text).expect("write component");
+        }
+    }
+}
+
+/// A directory removed when dropped (kept when `KEEP_TEST_DIRS` is set, for debugging).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "dapr-rust-aca-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        } else {
+            eprintln!("kept {}", self.0.display());
+        }
+    }
+}
+
+/// An orders file of `count` orders with ids from `first`, in the bundled file's format.
+pub fn orders_json(first: i64, count: i64) -> String {
+    let orders: Vec<String> = (first..first + count)
+        .map(|id| {
+            format!(
+                r#"{{"orderid":{id},"customer":"Customer {id}","price":{}.{:02}}}"#,
+                id % 1000,
+                id % 100
+            )
+        })
+        .collect();
+    format!("{{\"orders\":[\n{}\n]}}", orders.join(",\n"))
+}

@@ -1,0 +1,231 @@
+//! End to end: PostgreSQL, two real daprd sidecars and both services as processes, the
+//! cron binding firing every second. Orders go batch -> sidecar -> sidecar ->
+//! order-processor -> PostgreSQL binding, and the database is checked row by row.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::stack::{Stack, StackOptions, orders_json};
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+fn expected(first: i64, count: i64) -> Vec<(i64, String, String)> {
+    (first..first + count)
+        .map(|id| {
+            (
+                id,
+                format!("Customer {id}"),
+                format!("{}.{:02}", id % 1000, id % 100),
+            )
+        })
+        .collect()
+}
+
+fn options(orders: String, chunk_size: usize) -> StackOptions {
+    StackOptions {
+        schedule: "@every 1s".to_owned(),
+        orders,
+        chunk_size,
+        batch_env: Vec::new(),
+    }
+}
+
+fn runs(stack: &Stack) -> usize {
+    stack.summaries().len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_order_of_the_file_is_stored_exactly_once_after_several_ticks() {
+    let stack = Stack::start(options(orders_json(1, 250), 40)).await;
+    stack
+        .wait_until("all 250 orders stored", PATIENCE, || async {
+            stack.stored().await.len() >= 250
+        })
+        .await;
+    let after_first = runs(&stack);
+    stack
+        .wait_until("three more ticks", PATIENCE, || async {
+            runs(&stack) >= after_first + 3
+        })
+        .await;
+
+    assert_eq!(stack.stored().await, expected(1, 250));
+    let summaries = stack.summaries();
+    let first = summaries
+        .iter()
+        .find(|s| s["inserted"].as_u64() > Some(0))
+        .unwrap();
+    assert_eq!(first["read"], 250);
+    assert_eq!(first["submitted"], 250);
+    assert_eq!(first["inserted"], 250);
+    assert_eq!(summaries.last().unwrap()["outcome"], "unchanged");
+    assert_eq!(
+        summaries
+            .iter()
+            .map(|s| s["inserted"].as_u64().unwrap())
+            .sum::<u64>(),
+        250
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_with_bad_orders_stores_none_of_a_rejected_chunk_and_says_which() {
+    // Chunks of 10: order 15 (second chunk) has a negative price, order 37 (fourth chunk)
+    // a blank customer. Those two chunks are refused whole; the other three are stored.
+    let orders = orders_json(1, 50)
+        .replace(
+            r#""orderid":15,"customer":"Customer 15","price":15.15"#,
+            r#""orderid":15,"customer":"Customer 15","price":-15.15"#,
+        )
+        .replace(r#""customer":"Customer 37""#, r#""customer":"  ""#);
+    let stack = Stack::start(options(orders, 10)).await;
+    stack
+        .wait_until("two runs", PATIENCE, || async { runs(&stack) >= 2 })
+        .await;
+
+    let ids: Vec<i64> = stack.stored().await.iter().map(|row| row.0).collect();
+    let mut want: Vec<i64> = (1..=10).chain(21..=30).chain(41..=50).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
+
+    let first = &stack.summaries()[0];
+    assert_eq!(
+        (first["rejected"].as_u64(), first["inserted"].as_u64()),
+        (Some(20), Some(30))
+    );
+    assert_eq!(first["outcome"], "partial");
+    let log = stack.log("batch");
+    assert!(
+        log.contains("order at index 14 (orderid 15): price must not be negative"),
+        "{log}"
+    );
+    assert!(
+        log.contains("order at index 36 (orderid 37): customer must not be blank"),
+        "{log}"
+    );
+    // Later ticks send nothing more.
+    assert_eq!(stack.summaries()[1]["submitted"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
+    let stack = Stack::start(options(orders_json(1, 1), 10)).await;
+    let url = format!(
+        "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
+        stack.batch.http
+    );
+    let response = reqwest::Client::new()
+        .post(&url)
+        .json(&json!([{"orderid": 900, "customer": "A", "price": 1}, {"orderid": 901, "customer": "B", "price": "1.999"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_orders");
+    assert_eq!(body["error"]["details"][0]["orderid"], 901);
+    assert_eq!(body["error"]["details"][0]["field"], "price");
+    assert!(stack.stored().await.iter().all(|row| row.0 < 900));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
+    let total = 6000;
+    let mut stack = Stack::start(options(orders_json(1, total), 20)).await;
+    stack
+        .wait_until("the first rows", PATIENCE, || async {
+            !stack.stored().await.is_empty()
+        })
+        .await;
+    let before = stack.stored().await.len();
+    assert!(
+        before < total as usize,
+        "the run finished before order-processor could be stopped"
+    );
+
+    stack.kill("order-processor");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.start_order_processor();
+    stack.wait_ready("order-processor").await;
+
+    stack
+        .wait_until("every order stored", PATIENCE, || async {
+            stack.stored().await.len() >= total as usize
+        })
+        .await;
+    let settled = runs(&stack);
+    stack
+        .wait_until("two more ticks", PATIENCE, || async {
+            runs(&stack) >= settled + 2
+        })
+        .await;
+    assert_eq!(stack.stored().await, expected(1, total));
+    assert!(
+        stack
+            .summaries()
+            .iter()
+            .any(|s| s["deferred"].as_u64() > Some(0)),
+        "no run saw order-processor stopped:\n{}",
+        stack.log("batch")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_batch_sends_the_file_again_and_duplicates_nothing() {
+    let total = 300;
+    let mut stack = Stack::start(options(orders_json(1, total), 50)).await;
+    stack
+        .wait_until("every order stored", PATIENCE, || async {
+            stack.stored().await.len() >= total as usize
+        })
+        .await;
+
+    // A new process remembers nothing: it sends the whole file again.
+    stack.kill("batch");
+    let before = runs(&stack);
+    stack.start_batch();
+    stack.wait_ready("batch").await;
+    stack
+        .wait_until("a run of the new process", PATIENCE, || async {
+            runs(&stack) > before
+        })
+        .await;
+
+    let resent = &stack.summaries()[before];
+    assert_eq!(resent["submitted"], total);
+    assert_eq!(resent["already_present"], total);
+    assert_eq!(resent["inserted"], 0);
+    assert_eq!(resent["outcome"], "completed");
+    assert_eq!(stack.stored().await, expected(1, total));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batch_sidecar_is_refused_the_postgresql_binding() {
+    let stack = Stack::start(options(orders_json(1, 5), 10)).await;
+    stack
+        .wait_until("5 orders stored", PATIENCE, || async {
+            stack.stored().await.len() == 5
+        })
+        .await;
+    let client = reqwest::Client::new();
+    let exec = |port: u16, sql: &str| {
+        client
+            .post(format!("http://127.0.0.1:{port}/v1.0/bindings/sqldb"))
+            .json(&json!({"operation": "exec", "metadata": {"sql": sql}}))
+            .send()
+    };
+    let refused = exec(stack.batch.http, "DELETE FROM orders").await.unwrap();
+    assert!(!refused.status().is_success(), "batch's sidecar ran SQL");
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("ERR_INVOKE_OUTPUT_BINDING"), "{body}");
+    assert_eq!(stack.stored().await.len(), 5);
+
+    // The same call through order-processor's sidecar works: the scope is what refused it.
+    let allowed = exec(stack.op.http, "SELECT 1").await.unwrap();
+    assert!(
+        allowed.status().is_success(),
+        "{}",
+        allowed.text().await.unwrap()
+    );
+}
