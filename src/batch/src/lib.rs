@@ -107,7 +107,8 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
         .route("/runs", post(manual::<S>))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen, with their cause.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

@@ -29,7 +29,8 @@ pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<W>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen, with their cause.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

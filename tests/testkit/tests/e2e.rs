@@ -172,6 +172,37 @@ async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn batch_stops_within_the_grace_period_mid_run_and_the_next_run_completes_the_file() {
+    let total = 20_000;
+    let mut stack = Stack::start(options(orders_json(1, total), 10)).await;
+    stack
+        .wait_until("a tick skipped during a run", PATIENCE, || async {
+            stack
+                .log("batch")
+                .contains("run skipped: the previous run is still in progress")
+        })
+        .await;
+
+    let took = stack.terminate("batch");
+    assert!(took < Duration::from_secs(5), "batch took {took:?} to stop");
+    let log = stack.log("batch");
+    assert!(log.contains(r#""outcome":"cancelled""#), "{log}");
+    let stored = stack.stored().await.len();
+    assert!(
+        stored < total as usize,
+        "the run finished before it could be stopped"
+    );
+
+    stack.start_batch();
+    stack
+        .wait_until("every order stored", Duration::from_secs(180), || async {
+            stack.stored().await.len() >= total as usize
+        })
+        .await;
+    assert_eq!(stack.stored().await, expected(1, total));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_batch_sends_the_file_again_and_duplicates_nothing() {
     let total = 300;
     let mut stack = Stack::start(options(orders_json(1, total), 50)).await;
