@@ -6,6 +6,44 @@ use std::time::Duration;
 use common::config::{ConfigError, Vars};
 use secrecy::SecretString;
 
+/// How order-processor reaches PostgreSQL for reads and migrations.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// A URL with a password (`DATABASE_URL`): local runs and tests.
+    Url(SecretString),
+    /// Microsoft Entra ID: a managed identity's access token as the password (Azure).
+    Entra(EntraDatabase),
+}
+
+/// A PostgreSQL server that takes Microsoft Entra ID tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraDatabase {
+    /// Server host name (`DB_HOST`).
+    pub host: String,
+    /// Server port (`DB_PORT`, default 5432).
+    pub port: u16,
+    /// Database name (`DB_NAME`).
+    pub name: String,
+    /// The role to log in as: the managed identity's name (`DB_USER`).
+    pub user: String,
+    /// Client id of the user-assigned identity (`AZURE_CLIENT_ID`); the system-assigned
+    /// identity when unset.
+    pub client_id: Option<String>,
+}
+
+impl EntraDatabase {
+    /// Reads `DB_HOST`, `DB_PORT`, `DB_NAME`, `AZURE_CLIENT_ID` and the role from `user_var`.
+    pub fn from_vars(vars: &Vars, user_var: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: vars.required("DB_HOST")?,
+            port: vars.number_in("DB_PORT", 5432, 1..=u16::MAX)?,
+            name: vars.required("DB_NAME")?,
+            user: vars.required(user_var)?,
+            client_id: vars.optional("AZURE_CLIENT_ID")?,
+        })
+    }
+}
+
 /// Everything order-processor can be configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -13,8 +51,9 @@ pub struct Config {
     pub host: IpAddr,
     /// Port to listen on (`APP_PORT`, default 6001; 0 picks a free one).
     pub port: u16,
-    /// The connection for reads and migrations (`DATABASE_URL`), as an ordinary role.
-    pub database_url: SecretString,
+    /// The connection for reads and migrations, as an ordinary role: `DATABASE_URL`, or
+    /// `DB_HOST`, `DB_NAME` and `DB_USER` for Microsoft Entra ID authentication.
+    pub database: Database,
     /// Most connections the pool opens (`DB_MAX_CONNECTIONS`, default 5).
     pub db_max_connections: u32,
     /// How long a query waits for a free connection (`DB_ACQUIRE_TIMEOUT_SECS`, default 5).
@@ -44,10 +83,22 @@ impl Config {
 
     /// Reads the configuration from `vars`.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let database = match vars.optional_secret("DATABASE_URL")? {
+            Some(url) => Database::Url(url),
+            None if vars.optional("DB_HOST")?.is_some() => {
+                Database::Entra(EntraDatabase::from_vars(vars, "DB_USER")?)
+            }
+            None => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    "is not set (or set DB_HOST, DB_NAME and DB_USER to sign in with Microsoft Entra ID)",
+                ));
+            }
+        };
         Ok(Self {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.number_in("APP_PORT", 6001, 0..=u16::MAX)?,
-            database_url: vars.secret("DATABASE_URL")?,
+            database,
             db_max_connections: vars.number_in("DB_MAX_CONNECTIONS", 5, 1..=100)?,
             db_acquire_timeout: Duration::from_secs(vars.number_in(
                 "DB_ACQUIRE_TIMEOUT_SECS",
@@ -57,7 +108,7 @@ impl Config {
             db_startup_timeout: Duration::from_secs(vars.number_in(
                 "DB_STARTUP_TIMEOUT_SECS",
                 30,
-                0..=600,
+                0..=3600,
             )?),
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
@@ -75,9 +126,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn database_url_is_required() {
+    fn a_database_is_required() {
         let error = Config::from_vars(&Vars::from_pairs([])).unwrap_err();
         assert_eq!(error.var, "DATABASE_URL");
+        assert!(error.reason.contains("DB_HOST"), "{error}");
     }
 
     #[test]
@@ -88,6 +140,25 @@ mod tests {
         assert_eq!(config.binding_name, "sqldb");
         assert_eq!(config.dapr_grpc_port, 50001);
         assert!(config.host.is_loopback());
+        assert!(matches!(config.database, Database::Url(_)));
+    }
+
+    #[test]
+    fn without_a_url_the_entra_settings_are_used_and_required() {
+        let vars = Vars::from_pairs([
+            ("DB_HOST", "psql-x.postgres.database.azure.com"),
+            ("DB_NAME", "orders"),
+            ("DB_USER", "id-data-x"),
+            ("AZURE_CLIENT_ID", "00000000-0000-0000-0000-000000000001"),
+        ]);
+        let Database::Entra(entra) = Config::from_vars(&vars).unwrap().database else {
+            panic!("expected Entra settings");
+        };
+        assert_eq!(entra.port, 5432);
+        assert_eq!(entra.user, "id-data-x");
+
+        let error = Config::from_vars(&Vars::from_pairs([("DB_HOST", "h")])).unwrap_err();
+        assert_eq!(error.var, "DB_NAME");
     }
 
     #[test]

@@ -11,19 +11,34 @@ use rust_decimal::Decimal;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use crate::Config;
+use crate::config::{Config, Database};
+use crate::entra::EntraSignIn;
+
+/// How the service names itself to PostgreSQL (`pg_stat_activity.application_name`).
+const APPLICATION: &str = "order-processor";
 
 /// The schema, embedded from `migrations/`.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
-/// A pool that connects on demand, with explicit limits and timeouts.
-pub fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let options: PgConnectOptions = config
-        .database_url
-        .expose_secret()
-        .parse()
-        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    Ok(pool_options(config).connect_lazy_with(options.application_name("order-processor")))
+/// A pool that connects on demand, with explicit limits and timeouts. With Microsoft
+/// Entra ID, the first token is fetched here and kept fresh for the life of the process.
+pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
+    match &config.database {
+        Database::Url(url) => {
+            let options: PgConnectOptions = url
+                .expose_secret()
+                .parse()
+                .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+            Ok(pool_options(config).connect_lazy_with(options.application_name(APPLICATION)))
+        }
+        Database::Entra(database) => {
+            let sign_in = EntraSignIn::new(database, APPLICATION)?;
+            let (options, expires_on) = sign_in.connect_options(&database.name).await?;
+            let pool = pool_options(config).connect_lazy_with(options);
+            sign_in.keep_fresh(pool.clone(), database.name.clone(), expires_on);
+            Ok(pool)
+        }
+    }
 }
 
 /// The pool's limits, shared with tests.
@@ -49,19 +64,28 @@ pub async fn migrate(pool: &PgPool, patience: Duration) -> anyhow::Result<()> {
                 .without_max_times()
                 .with_jitter(),
         )
-        .when(|error| {
-            matches!(
-                error,
-                sqlx::migrate::MigrateError::Execute(
-                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut
-                )
-            )
+        .when(|error| match error {
+            sqlx::migrate::MigrateError::Execute(error) => is_not_yet_available(error),
+            _ => false,
         })
         .notify(|error, delay| {
             tracing::warn!(%error, retry_in_ms = delay.as_millis(), "database not reachable yet");
         })
         .await
         .context("cannot apply the database migrations")
+}
+
+/// Whether `error` may go away by itself: the server is not up yet, or (in Azure, before
+/// the bootstrap job has run) the app's role or its database does not exist yet.
+pub fn is_not_yet_available(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            // 28xxx: authentication; 3D000: no such database; 57P03: cannot connect now.
+            code.starts_with("28") || code == "3D000" || code == "57P03"
+        }),
+        _ => false,
+    }
 }
 
 /// Checks that the database answers.

@@ -6,11 +6,15 @@
 //! schema (sqlx migrations) and serves the stored orders with sqlx.
 
 pub mod binding;
+pub mod bootstrap;
 mod config;
 pub mod db;
+mod entra;
 mod error;
 mod routes;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,7 +23,7 @@ use sqlx::PgPool;
 
 pub use binding::{DaprBinding, OrderWriter};
 pub use common::order::WriteOutcome;
-pub use config::{Config, MAX_BODY_BYTES};
+pub use config::{Config, Database, EntraDatabase, MAX_BODY_BYTES};
 pub use error::ApiError;
 pub use routes::router;
 
@@ -34,18 +38,23 @@ pub struct AppState<W> {
     pub writer: W,
     /// The most orders one request may carry.
     pub max_orders_per_request: usize,
+    /// Set once the migrations have been applied.
+    pub schema_ready: Arc<AtomicBool>,
 }
 
-/// The service, ready to serve: database migrated, clients built.
+/// The service, ready to serve: clients built, migrations still to run.
 pub struct App {
     router: axum::Router,
+    pool: PgPool,
+    schema_ready: Arc<AtomicBool>,
+    db_startup_timeout: Duration,
 }
 
 impl App {
-    /// Connects the pool, applies the migrations and builds the HTTP routes.
+    /// Builds the pool and the clients and the HTTP routes. Nothing is connected yet,
+    /// except that with Microsoft Entra ID the first token is fetched.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let pool = db::pool(config)?;
-        db::migrate(&pool, config.db_startup_timeout).await?;
+        let pool = db::pool(config).await?;
         let sidecar = Sidecar::new(
             config.dapr_http_port,
             config.dapr_api_token.clone(),
@@ -59,32 +68,55 @@ impl App {
             Duration::from_secs(30),
         )
         .context("cannot build the gRPC client for the Dapr sidecar")?;
+        let schema_ready = Arc::new(AtomicBool::new(false));
         let state = AppState {
-            pool,
+            pool: pool.clone(),
             sidecar,
             writer,
             max_orders_per_request: config.max_orders_per_request,
+            schema_ready: Arc::clone(&schema_ready),
         };
         Ok(Self {
             router: router(state),
+            pool,
+            schema_ready,
+            db_startup_timeout: config.db_startup_timeout,
         })
     }
 
-    /// Serves on `listener` until `shutdown` completes, then finishes the requests in
-    /// flight within [`common::shutdown::GRACE_PERIOD`].
+    /// Serves on `listener` at once and applies the migrations meanwhile (`/readyz` says
+    /// when they are done; the service exits if they cannot be applied within
+    /// `DB_STARTUP_TIMEOUT_SECS`). After `shutdown` completes, the requests in flight
+    /// finish within [`common::shutdown::GRACE_PERIOD`].
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        common::shutdown::serve(
+        let (pool, ready, patience) = (self.pool, self.schema_ready, self.db_startup_timeout);
+        let migrations = tokio::spawn(async move {
+            db::migrate(&pool, patience).await?;
+            ready.store(true, Ordering::Release);
+            tracing::info!("database schema is up to date");
+            anyhow::Ok(())
+        });
+        let server = common::shutdown::serve(
             listener,
             self.router,
             shutdown,
             common::shutdown::GRACE_PERIOD,
-        )
-        .await
-        .context("server failed")?;
+        );
+        let failed_migrations = async {
+            match migrations.await {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(error)) => error,
+                Err(error) => anyhow::Error::new(error).context("the migrations task failed"),
+            }
+        };
+        tokio::select! {
+            result = server => result.context("server failed")?,
+            error = failed_migrations => return Err(error),
+        }
         tracing::info!("order-processor stopped");
         Ok(())
     }

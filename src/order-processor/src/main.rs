@@ -2,11 +2,29 @@
 //! the Dapr PostgreSQL binding. See the crate documentation in `lib.rs`.
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
+use order_processor::bootstrap::{self, BootstrapConfig};
 use order_processor::{App, Config};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the app's database role and schema as the Microsoft Entra administrator (Azure's bootstrap job).
+    Bootstrap,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init();
+    if let Some(Command::Bootstrap) = Cli::parse().command {
+        return bootstrap::run(&BootstrapConfig::from_env()?).await;
+    }
     let config = Config::from_env()?;
     let app = App::build(&config).await?;
     let listener = tokio::net::TcpListener::bind((config.host, config.port))

@@ -206,7 +206,10 @@ async fn readyz<W: OrderWriter>(
             false
         }
     };
-    let status = if sidecar_ok && database_ok {
+    let schema_ok = state
+        .schema_ready
+        .load(std::sync::atomic::Ordering::Acquire);
+    let status = if sidecar_ok && database_ok && schema_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -214,6 +217,10 @@ async fn readyz<W: OrderWriter>(
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
     (
         status,
-        Json(serde_json::json!({ "sidecar": word(sidecar_ok), "database": word(database_ok) })),
+        Json(serde_json::json!({
+            "sidecar": word(sidecar_ok),
+            "database": word(database_ok),
+            "schema": if schema_ok { "ok" } else { "migrating" },
+        })),
     )
 }

@@ -91,6 +91,7 @@ async fn spawn_with<W: OrderWriter>(make_writer: impl FnOnce(PgPool) -> W) -> Te
         sidecar,
         writer: make_writer(pool.clone()),
         max_orders_per_request: 100,
+        schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -398,7 +399,10 @@ async fn readiness_fails_without_a_sidecar_but_liveness_does_not() {
     let app = spawn_app().await;
     let (status, body) = app.get("/readyz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(body, json!({"sidecar": "unavailable", "database": "ok"}));
+    assert_eq!(
+        body,
+        json!({"sidecar": "unavailable", "database": "ok", "schema": "ok"})
+    );
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);
 }

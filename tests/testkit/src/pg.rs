@@ -34,6 +34,13 @@ pub struct TestDb {
 impl TestDb {
     /// Creates a new empty database and runs `db/bootstrap.sql` in it.
     pub async fn create() -> Self {
+        let db = Self::create_bare().await;
+        db.bootstrap();
+        db
+    }
+
+    /// Creates a new empty database, without bootstrapping it.
+    pub async fn create_bare() -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
         let admin = PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL");
         let name = format!(
@@ -51,15 +58,18 @@ impl TestDb {
         ))))
         .await
         .expect("create test database");
-        let db = Self { name, admin };
-        db.bootstrap();
-        db
+        Self { name, admin }
     }
 
     /// The URL the service uses: the ordinary role, in this database.
     pub fn app_url(&self) -> String {
+        self.url_as(APP_ROLE, APP_PASSWORD)
+    }
+
+    /// A URL for `role` with `password`, in this database.
+    pub fn url_as(&self, role: &str, password: &str) -> String {
         format!(
-            "postgres://{APP_ROLE}:{APP_PASSWORD}@{}:{}/{}",
+            "postgres://{role}:{password}@{}:{}/{}",
             self.admin.get_host(),
             self.admin.get_port(),
             self.name
