@@ -54,6 +54,10 @@ say "building the services"
 
 rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR/logs"
 LOGS="$RUN_DIR/logs"
+# As in Container Apps: the sidecars take calls with DAPR_API_TOKEN only, and the apps take
+# calls on their API routes with APP_API_TOKEN (which the sidecars send) only. New per run.
+DAPR_API_TOKEN="$(random_secret)" APP_API_TOKEN="$(random_secret)"
+export DAPR_API_TOKEN APP_API_TOKEN
 # daprd runs in $RUN_DIR, where the Configuration's SQLite name-resolution file lives.
 sidecar() { # APP_ID APP_PORT HTTP GRPC METRICS [ENV=VALUE...]
   local app_id="$1" app_port="$2" http="$3" grpc="$4" metrics="$5"
@@ -83,9 +87,10 @@ wait_http "http://127.0.0.1:$BATCH_PORT/readyz" 60 || die "batch is not ready; s
 cat >&2 <<INFO
 
   Running. Logs: ${LOGS#"$ROOT"/}/
-  Orders:         curl -s http://127.0.0.1:$OP_PORT/orders
-  Run now:        curl -s -X POST http://127.0.0.1:$BATCH_PORT/runs
-  Through Dapr:   curl -s http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/order-processor/method/orders/1
+  Orders:        curl -s -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/order-processor/method/orders
+  Run now:       curl -s -X POST -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/batch/method/runs
+  Database:      psql '$DATABASE_URL' -c 'SELECT * FROM orders'
+  (The apps take API calls from their sidecars only; the tokens above are new each run.)
   Press Ctrl-C to stop.
 
 INFO

@@ -24,6 +24,8 @@ pub struct Config {
     pub dapr_http_port: u16,
     /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
     pub dapr_api_token: Option<SecretString>,
+    /// Token the app requires from the sidecar on its API routes (`APP_API_TOKEN`), if any.
+    pub app_api_token: Option<SecretString>,
     /// The app id orders go to (`TARGET_APP_ID`, default `order-processor`).
     pub target_app_id: String,
     /// Name of the cron input binding, which is also its route (`CRON_BINDING`, default `cron`).
@@ -35,6 +37,11 @@ pub struct Config {
     /// First back-off delay (`INVOKE_RETRY_DELAY_MS`, default 250); it doubles up to 4 s.
     pub invoke_retry_delay: Duration,
 }
+
+/// The cron binding's name (components/cron.yaml), which is also its route.
+pub const DEFAULT_CRON_BINDING: &str = "cron";
+/// The Dapr app id of order-processor.
+pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
 
 /// Largest chunk: keeps a request, escaped into the binding's metadata, well under the
 /// 4 MiB that daprd accepts (an order is at most about 260 bytes of JSON).
@@ -73,8 +80,9 @@ impl Config {
             chunk_size: vars.number_in("CHUNK_SIZE", 500, 1..=MAX_CHUNK_SIZE)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_secret("DAPR_API_TOKEN")?,
-            target_app_id: route_name("TARGET_APP_ID", "order-processor")?,
-            cron_binding: route_name("CRON_BINDING", "cron")?,
+            app_api_token: vars.optional_secret("APP_API_TOKEN")?,
+            target_app_id: route_name("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
+            cron_binding: route_name("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: Duration::from_secs(vars.number_in(
                 "INVOKE_TIMEOUT_SECS",
                 15,

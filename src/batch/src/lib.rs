@@ -11,9 +11,10 @@ pub mod submit;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use common::dapr::Sidecar;
+use common::dapr::{AppApiToken, Sidecar};
 use tower_http::trace::TraceLayer;
 
 pub use config::{Config, MAX_CHUNK_SIZE};
@@ -27,6 +28,8 @@ pub struct AppState<S> {
     pub runner: Runner<S>,
     /// The app's own sidecar, for the readiness check.
     pub sidecar: Sidecar,
+    /// What the trigger routes require from the caller (the sidecar).
+    pub app_api_token: AppApiToken,
 }
 
 impl<S> Clone for AppState<S> {
@@ -34,6 +37,7 @@ impl<S> Clone for AppState<S> {
         Self {
             runner: self.runner.clone(),
             sidecar: self.sidecar.clone(),
+            app_api_token: self.app_api_token.clone(),
         }
     }
 }
@@ -62,6 +66,7 @@ impl App {
         let state = AppState {
             runner: runner.clone(),
             sidecar,
+            app_api_token: AppApiToken::new(config.app_api_token.clone()),
         };
         Ok(Self {
             router: router(state, &config.cron_binding),
@@ -100,11 +105,17 @@ impl App {
     }
 }
 
-/// The routes: the cron binding's, the manual trigger and the health checks.
+/// The routes: the cron binding's and the manual trigger (with the sidecar's token only,
+/// when there is one) and the health checks.
 pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
-    Router::new()
+    let triggers = Router::new()
         .route(&format!("/{cron_binding}"), post(cron::<S>))
         .route("/runs", post(manual::<S>))
+        .route_layer(middleware::from_fn_with_state(
+            state.app_api_token.clone(),
+            AppApiToken::check,
+        ));
+    triggers
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         // Failures are logged where they happen, with their cause.

@@ -1,9 +1,10 @@
 //! A small client for the Dapr sidecar's HTTP API on loopback: its outbound health and
 //! service invocation. Calls carry the `dapr-api-token` header when the sidecar requires
-//! one (`DAPR_API_TOKEN`).
+//! one (`DAPR_API_TOKEN`); [`AppApiToken`] checks the token the sidecar sends the app.
 
 use std::time::Duration;
 
+use axum::response::IntoResponse;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -99,5 +100,72 @@ impl Sidecar {
             Some(token) => builder.header(API_TOKEN_HEADER, token.expose_secret()),
             None => builder,
         }
+    }
+}
+
+/// Requires the sidecar's `dapr-api-token` on every route it guards, when the app has
+/// one (`APP_API_TOKEN`, which Container Apps sets for Dapr-enabled apps). Compared in
+/// constant time; a missing or wrong token is answered 401 with the usual error shape.
+#[derive(Clone, Debug)]
+pub struct AppApiToken(Option<SecretString>);
+
+impl AppApiToken {
+    /// Guards with `token`; `None` lets every request through.
+    pub fn new(token: Option<SecretString>) -> Self {
+        Self(token)
+    }
+
+    /// Whether `presented` (the request's header value) is acceptable.
+    pub fn accepts(&self, presented: Option<&[u8]>) -> bool {
+        use subtle::ConstantTimeEq;
+        match (&self.0, presented) {
+            (None, _) => true,
+            (Some(expected), Some(given)) => {
+                expected.expose_secret().as_bytes().ct_eq(given).into()
+            }
+            (Some(_), None) => false,
+        }
+    }
+
+    /// Axum middleware: `axum::middleware::from_fn_with_state(token, AppApiToken::check)`.
+    pub async fn check(
+        axum::extract::State(token): axum::extract::State<Self>,
+        request: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let presented = request
+            .headers()
+            .get(API_TOKEN_HEADER)
+            .map(|v| v.as_bytes());
+        if token.accepts(presented) {
+            return next.run(request).await;
+        }
+        tracing::warn!(path = %request.uri().path(), "request without the sidecar's API token refused");
+        let body = serde_json::json!({
+            "error": {
+                "code": "unauthorized",
+                "message": "this route takes calls from the Dapr sidecar only (dapr-api-token)",
+            }
+        });
+        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_token_every_request_is_accepted() {
+        assert!(AppApiToken::new(None).accepts(None));
+    }
+
+    #[test]
+    fn with_a_token_only_the_same_token_is_accepted() {
+        let guard = AppApiToken::new(Some(SecretString::from("s3cret")));
+        assert!(guard.accepts(Some(b"s3cret")));
+        assert!(!guard.accepts(Some(b"s3cre")));
+        assert!(!guard.accepts(Some(b"s3cret!")));
+        assert!(!guard.accepts(None));
     }
 }

@@ -66,11 +66,16 @@ pub struct Config {
     pub dapr_grpc_port: u16,
     /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
     pub dapr_api_token: Option<SecretString>,
+    /// Token the app requires from the sidecar on its API routes (`APP_API_TOKEN`), if any.
+    pub app_api_token: Option<SecretString>,
     /// Name of the PostgreSQL output binding component (`SQLDB_BINDING`, default `sqldb`).
     pub binding_name: String,
     /// Most orders one request may carry (`MAX_ORDERS_PER_REQUEST`, default 5000).
     pub max_orders_per_request: usize,
 }
+
+/// The PostgreSQL binding's name (components/sqldb.yaml).
+pub const DEFAULT_SQLDB_BINDING: &str = "sqldb";
 
 /// The largest request body accepted: daprd's own default limit (4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -113,9 +118,10 @@ impl Config {
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_secret("DAPR_API_TOKEN")?,
+            app_api_token: vars.optional_secret("APP_API_TOKEN")?,
             binding_name: vars
                 .optional("SQLDB_BINDING")?
-                .unwrap_or_else(|| "sqldb".to_owned()),
+                .unwrap_or_else(|| DEFAULT_SQLDB_BINDING.to_owned()),
             max_orders_per_request: vars.number_in("MAX_ORDERS_PER_REQUEST", 5000, 1..=10_000)?,
         })
     }

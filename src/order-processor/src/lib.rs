@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use common::dapr::Sidecar;
+use common::dapr::{AppApiToken, Sidecar};
 use sqlx::PgPool;
 
 pub use binding::{DaprBinding, OrderWriter};
@@ -40,6 +40,8 @@ pub struct AppState<W> {
     pub max_orders_per_request: usize,
     /// Set once the migrations have been applied.
     pub schema_ready: Arc<AtomicBool>,
+    /// What the API routes require from the caller (the sidecar).
+    pub app_api_token: AppApiToken,
 }
 
 /// The service, ready to serve: clients built, migrations still to run.
@@ -75,6 +77,7 @@ impl App {
             writer,
             max_orders_per_request: config.max_orders_per_request,
             schema_ready: Arc::clone(&schema_ready),
+            app_api_token: AppApiToken::new(config.app_api_token.clone()),
         };
         Ok(Self {
             router: router(state),

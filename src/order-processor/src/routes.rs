@@ -6,8 +6,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::dapr::AppApiToken;
 use common::order::{Order, WriteOutcome, parse_orders};
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -21,12 +23,17 @@ const MAX_PAGE: i64 = 1000;
 /// Orders per page unless the caller says otherwise.
 const DEFAULT_PAGE: i64 = 100;
 
-/// The routes, with the body limit and request tracing.
+/// The routes, with the body limit and request tracing. The API routes take calls with the
+/// sidecar's token only, when there is one; the health checks take any.
 pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/orders", post(create_orders::<W>).get(list_orders::<W>))
         .route("/orders/{id}", get(get_order::<W>))
-        .route("/healthz", get(healthz))
+        .route_layer(middleware::from_fn_with_state(
+            state.app_api_token.clone(),
+            AppApiToken::check,
+        ));
+    api.route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<W>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Failures are logged where they happen, with their cause.

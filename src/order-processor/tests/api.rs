@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use common::dapr::Sidecar;
+use common::dapr::{AppApiToken, Sidecar};
 use order_processor::binding::{BindingError, INSERT_SQL, OrderWriter};
 use order_processor::{AppState, WriteOutcome, db, router};
 use reqwest::StatusCode;
@@ -92,6 +92,7 @@ async fn spawn_with<W: OrderWriter>(make_writer: impl FnOnce(PgPool) -> W) -> Te
         writer: make_writer(pool.clone()),
         max_orders_per_request: 100,
         schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        app_api_token: AppApiToken::new(None),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

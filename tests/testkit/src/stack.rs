@@ -101,9 +101,12 @@ impl Drop for Proc {
     }
 }
 
-/// The running system.
+/// The running system. Its sidecars require `dapr_token` from callers and send
+/// `app_token` to the apps, which require it (as Container Apps does).
 pub struct Stack {
     pub db: TestDb,
+    pub dapr_token: String,
+    pub app_token: String,
     pub dir: PathBuf,
     pub op: Ports,
     pub batch: Ports,
@@ -123,6 +126,8 @@ impl Stack {
         fs::write(dir.join("orders.json"), &options.orders).expect("write orders file");
         let mut stack = Self {
             db,
+            dapr_token: token(),
+            app_token: token(),
             dir,
             op: Ports::new(),
             batch: Ports::new(),
@@ -143,6 +148,8 @@ impl Stack {
             ("INVOKE_MAX_RETRIES".to_owned(), "3".to_owned()),
         ];
         env.extend(options.batch_env);
+        env.push(("DAPR_API_TOKEN".to_owned(), stack.dapr_token.clone()));
+        env.push(("APP_API_TOKEN".to_owned(), stack.app_token.clone()));
         env.push(("APP_PORT".to_owned(), stack.batch.app.to_string()));
         env.push(("DAPR_HTTP_PORT".to_owned(), stack.batch.http.to_string()));
         stack.batch_env = env;
@@ -160,6 +167,8 @@ impl Stack {
             ("APP_PORT", &self.op.app.to_string()),
             ("DAPR_HTTP_PORT", &self.op.http.to_string()),
             ("DAPR_GRPC_PORT", &self.op.grpc.to_string()),
+            ("DAPR_API_TOKEN", &self.dapr_token),
+            ("APP_API_TOKEN", &self.app_token),
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()));
         self.spawn_app("order-processor", &env);
@@ -210,6 +219,8 @@ impl Stack {
             .arg(self.dir.join("resources"))
             .arg("--config")
             .arg(self.dir.join("config.yaml"))
+            .env("DAPR_API_TOKEN", &self.dapr_token)
+            .env("APP_API_TOKEN", &self.app_token)
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
         if app_id == "order-processor" {
@@ -240,6 +251,19 @@ impl Stack {
             .append(true)
             .open(self.dir.join(format!("{name}.log")))
             .expect("log file")
+    }
+
+    /// A client that sends the sidecars' API token.
+    pub fn sidecar_client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            "dapr-api-token",
+            self.dapr_token.parse().expect("token header"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
     }
 
     /// What a process has logged so far.
@@ -344,6 +368,13 @@ impl Stack {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// A random token for the sidecars and apps of one stack.
+fn token() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    format!("{:016x}{:016x}", state.hash_one(1u8), state.hash_one(2u8))
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -115,7 +115,8 @@ async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
         "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
         stack.batch.http
     );
-    let response = reqwest::Client::new()
+    let response = stack
+        .sidecar_client()
         .post(&url)
         .json(&json!([{"orderid": 900, "customer": "A", "price": 1}, {"orderid": 901, "customer": "B", "price": "1.999"}]))
         .send()
@@ -239,7 +240,7 @@ async fn batch_sidecar_is_refused_the_postgresql_binding() {
             stack.stored().await.len() == 5
         })
         .await;
-    let client = reqwest::Client::new();
+    let client = stack.sidecar_client();
     let exec = |port: u16, sql: &str| {
         client
             .post(format!("http://127.0.0.1:{port}/v1.0/bindings/sqldb"))
@@ -259,4 +260,71 @@ async fn batch_sidecar_is_refused_the_postgresql_binding() {
         "{}",
         allowed.text().await.unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_without_the_api_tokens_are_refused_by_sidecars_and_apps() {
+    let stack = Stack::start(options(orders_json(1, 1), 10)).await;
+    let anonymous = reqwest::Client::new();
+    let orders = json!([{"orderid": 77, "customer": "Mallory", "price": 1}]);
+
+    // To order-processor's own port, bypassing the sidecar: no app token, refused.
+    let direct = anonymous
+        .post(format!("http://127.0.0.1:{}/orders", stack.op.app))
+        .json(&orders)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 401);
+    let body: Value = direct.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    // A wrong token is no better.
+    let wrong = anonymous
+        .post(format!("http://127.0.0.1:{}/orders", stack.op.app))
+        .header("dapr-api-token", "guess")
+        .json(&orders)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    // batch's trigger likewise.
+    let trigger = anonymous
+        .post(format!("http://127.0.0.1:{}/runs", stack.batch.app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trigger.status(), 401);
+    // Health checks stay open for the platform's probes.
+    let health = anonymous
+        .get(format!("http://127.0.0.1:{}/healthz", stack.op.app))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // To a sidecar without the Dapr API token: refused by daprd.
+    let via_sidecar = anonymous
+        .post(format!(
+            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
+            stack.batch.http
+        ))
+        .json(&orders)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(via_sidecar.status(), 401);
+
+    // With it, the call goes through both sidecars and the app accepts the sidecar's token.
+    let allowed = stack
+        .sidecar_client()
+        .post(format!(
+            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
+            stack.batch.http
+        ))
+        .json(&orders)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200, "{}", allowed.text().await.unwrap());
+    assert!(stack.stored().await.iter().any(|row| row.0 == 77));
 }
