@@ -167,18 +167,18 @@ stop_processes() {
   done
 }
 
-# Prints the path of a virtual environment with the Python checkers of
-# tools/requirements.txt, created once per version of that file.
-checkers_venv() {
-  local key venv
-  key="$(sha256sum "$ROOT/tools/requirements.txt" | cut -c1-12)"
-  venv="$CACHE_DIR/checkers-$key"
+# python_venv REQUIREMENTS: prints the path of a virtual environment with the pinned
+# packages of REQUIREMENTS (relative to the repository), created once per version of it.
+python_venv() {
+  local requirements="$ROOT/$1" key venv
+  key="$(sha256sum "$requirements" | cut -c1-12)"
+  venv="$CACHE_DIR/venv-$(basename "$1" .txt)-$key"
   if [ ! -f "$venv/.complete" ]; then
     command -v python3 >/dev/null || apt_install python3 >&2
-    say "installing the Python checkers of tools/requirements.txt into $venv"
+    say "installing the Python tools of $1 into $venv"
     rm -rf "$venv"
     python3 -m venv "$venv" >&2 2>/dev/null || { apt_install python3-venv >&2; python3 -m venv "$venv" >&2; }
-    "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/tools/requirements.txt" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2
     touch "$venv/.complete"
   fi
   printf '%s\n' "$venv"

@@ -28,7 +28,7 @@ say "lints: cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 say "offline checks"
-VENV="$(checkers_venv)"
+VENV="$(python_venv tools/requirements.txt)"
 for file in components/*.yaml; do
   kind="$(sed -n 's/^kind: //p' "$file" | tr '[:upper:]' '[:lower:]')"
   "$VENV/bin/check-jsonschema" -q --schemafile "tests/schemas/dapr/$kind-dapr-v1alpha1.json" "$file"
@@ -37,6 +37,10 @@ echo "components/: valid against Dapr's schemas"
 "$VENV/bin/yamllint" -s components/ .yamllint.yaml
 "$VENV/bin/shellcheck" -x scripts/*.sh .ci/run
 echo "YAML and shell scripts: clean"
+
+say "infra/: Bicep against the ARM schemas, checkov with our policies, the components contract"
+CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra
 
 pg_running "$PG_DATA" || STARTED_PG=yes
 TEST_DATABASE_URL="$(pg_start "$PG_DATA" "$(free_port)")"

@@ -1,0 +1,145 @@
+"""Checkov policies of dapr-rust-aca for what matters in its Bicep (infra/).
+
+Checkov's built-in Bicep checks do not cover PostgreSQL Flexible Server, Dapr components
+or Container Apps, so these say what this template promises: PostgreSQL reachable only
+privately, with Microsoft Entra ID only and TLS; a registry without its admin user; every
+Dapr component scoped; no public ingress. Values are read as pycep parses them: a literal
+is its value, a reference is the referenced name (so it never passes as 'Disabled').
+"""
+
+from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
+from checkov.common.models.enums import CheckCategories, CheckResult
+
+
+def lookup(conf, path):
+    """The value at a dotted path of a resource body, or None."""
+    value = conf
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+class PostgresEntraOnly(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="PostgreSQL Flexible Server takes Microsoft Entra ID only (password authentication off)",
+            id="CKV_DRA_1",
+            categories=[CheckCategories.IAM],
+            supported_resources=["Microsoft.DBforPostgreSQL/flexibleServers"],
+        )
+
+    def scan_resource_conf(self, conf):
+        entra = lookup(conf, "properties.authConfig.activeDirectoryAuth")
+        password = lookup(conf, "properties.authConfig.passwordAuth")
+        login = lookup(conf, "properties.administratorLoginPassword")
+        if entra == "Enabled" and password == "Disabled" and login is None:
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+class PostgresPrivateOnly(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="PostgreSQL Flexible Server has private access only (delegated subnet, public access off)",
+            id="CKV_DRA_2",
+            categories=[CheckCategories.NETWORKING],
+            supported_resources=["Microsoft.DBforPostgreSQL/flexibleServers"],
+        )
+
+    def scan_resource_conf(self, conf):
+        network = lookup(conf, "properties.network") or {}
+        if network.get("publicNetworkAccess") == "Disabled" and network.get("delegatedSubnetResourceId"):
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+class PostgresNoFirewallRules(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="PostgreSQL has no firewall rules: it is reached through the VNet only",
+            id="CKV_DRA_3",
+            categories=[CheckCategories.NETWORKING],
+            supported_resources=["Microsoft.DBforPostgreSQL/flexibleServers/firewallRules"],
+        )
+
+    def scan_resource_conf(self, conf):
+        return CheckResult.FAILED
+
+
+class PostgresTlsNotDisabled(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="PostgreSQL keeps TLS required (require_secure_transport on, TLS 1.2 or newer)",
+            id="CKV_DRA_4",
+            categories=[CheckCategories.ENCRYPTION],
+            supported_resources=["Microsoft.DBforPostgreSQL/flexibleServers/configurations"],
+        )
+
+    def scan_resource_conf(self, conf):
+        name = str(conf.get("name", "")).lower()
+        value = str(lookup(conf, "properties.value") or "").lower()
+        if name == "require_secure_transport" and value != "on":
+            return CheckResult.FAILED
+        if name == "ssl_min_protocol_version" and value not in ("tlsv1.2", "tlsv1.3"):
+            return CheckResult.FAILED
+        return CheckResult.PASSED
+
+
+class RegistryWithoutAdminUser(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="Container registry has its admin user and anonymous pull off",
+            id="CKV_DRA_5",
+            categories=[CheckCategories.IAM],
+            supported_resources=["Microsoft.ContainerRegistry/registries"],
+        )
+
+    def scan_resource_conf(self, conf):
+        admin = lookup(conf, "properties.adminUserEnabled")
+        anonymous = lookup(conf, "properties.anonymousPullEnabled")
+        if admin is False and anonymous in (False, None):
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+class DaprComponentScoped(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="Every Dapr component is scoped to the apps that use it",
+            id="CKV_DRA_6",
+            categories=[CheckCategories.IAM],
+            supported_resources=["Microsoft.App/managedEnvironments/daprComponents"],
+        )
+
+    def scan_resource_conf(self, conf):
+        scopes = lookup(conf, "properties.scopes")
+        if isinstance(scopes, list) and scopes:
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+class ContainerAppNoExternalIngress(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="Container apps have no external ingress: their way in is the Dapr sidecar",
+            id="CKV_DRA_8",
+            categories=[CheckCategories.NETWORKING],
+            supported_resources=["Microsoft.App/containerApps"],
+        )
+
+    def scan_resource_conf(self, conf):
+        ingress = lookup(conf, "properties.configuration.ingress")
+        if ingress is None or (isinstance(ingress, dict) and ingress.get("external") is False):
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+postgres_entra_only = PostgresEntraOnly()
+postgres_private_only = PostgresPrivateOnly()
+postgres_no_firewall_rules = PostgresNoFirewallRules()
+postgres_tls = PostgresTlsNotDisabled()
+registry_without_admin = RegistryWithoutAdminUser()
+dapr_component_scoped = DaprComponentScoped()
+container_app_no_external_ingress = ContainerAppNoExternalIngress()

@@ -1,0 +1,196 @@
+"""The contract between components/, infra/ and the code (tests/infra/contract.yaml):
+the same Dapr components, scopes, resiliency settings and app ids everywhere."""
+
+import re
+import shutil
+
+import pytest
+import yaml
+
+from conftest import ROOT, parse_bicep
+
+CONTRACT = yaml.safe_load((ROOT / "tests/infra/contract.yaml").read_text())["must_agree"]
+
+
+def duration_seconds(text):
+    match = re.fullmatch(r"(\d+)(ms|s|m)", str(text))
+    assert match, f"unsupported duration {text!r}"
+    value, unit = int(match[1]), match[2]
+    return {"ms": value / 1000, "s": value, "m": value * 60}[unit]
+
+
+class Infra:
+    """Dapr components and app ids as infra/ declares them, references resolved."""
+
+    def __init__(self, root):
+        main = parse_bicep(root / "infra/main.bicep")
+        env = parse_bicep(root / "infra/modules/environment.bicep")
+        variables = {name: spec["value"] for name, spec in main.get("variables", {}).items()}
+        env_params = main["modules"]["environment"]["config"]["params"]
+        # environment.bicep parameter -> main.bicep variable -> literal
+        self.resolve = lambda name: variables.get(env_params.get(name, name), name)
+        self.variables = variables
+        self.main = main
+        self.components = {}
+        self.resiliency = {}
+        resources = env["resources"]
+        for symbol, resource in resources.items():
+            config = resource["config"]
+            if resource["type"].endswith("/daprComponents"):
+                props = config["properties"]
+                self.components[config["name"]] = {
+                    "type": props["componentType"],
+                    "version": props["version"],
+                    "scopes": [self.resolve(s) for s in props.get("scopes", [])],
+                    "metadata": {m["name"]: m.get("value") for m in props.get("metadata", [])},
+                    "symbol": symbol,
+                }
+        for resource in resources.values():
+            if resource["type"].endswith("/resiliencyPolicies"):
+                parent = resources[resource["config"]["parent"]]["config"]["name"]
+                self.resiliency[parent] = resource["config"]["properties"]
+
+
+class Local:
+    """components/ as daprd loads it."""
+
+    def __init__(self, root):
+        self.components = {}
+        self.resiliency = None
+        for path in sorted((root / "components").glob("*.yaml")):
+            doc = yaml.safe_load(path.read_text())
+            if doc["kind"] == "Component":
+                spec = doc["spec"]
+                self.components[doc["metadata"]["name"]] = {
+                    "file": f"components/{path.name}",
+                    "type": spec["type"],
+                    "version": spec["version"],
+                    "scopes": doc.get("scopes", []),
+                    "metadata": {m["name"]: m.get("value") for m in spec.get("metadata", [])},
+                }
+            elif doc["kind"] == "Resiliency":
+                self.resiliency = doc
+
+
+def local_resiliency(local, component):
+    spec = local.resiliency["spec"]
+    outbound = spec["targets"]["components"][component]["outbound"]
+    retry = spec["policies"]["retries"][outbound["retry"]]
+    breaker = spec["policies"]["circuitBreakers"][outbound["circuitBreaker"]]
+    trip = re.fullmatch(r"consecutiveFailures\s*(>=|>)\s*(\d+)", breaker["trip"])
+    assert trip, f"unsupported trip expression {breaker['trip']!r}"
+    failures = int(trip[2]) + (1 if trip[1] == ">" else 0)
+    assert retry["policy"] == "exponential", "Container Apps retries with exponential back-off"
+    return {
+        "timeout": duration_seconds(spec["policies"]["timeouts"][outbound["timeout"]]),
+        "maxRetries": retry["maxRetries"],
+        # Dapr's exponential policy starts at 500 ms (dapr/kit retry defaults).
+        "initialInterval": duration_seconds(retry.get("initialInterval", "500ms")) * 1000,
+        "maxInterval": duration_seconds(retry["maxInterval"]) * 1000,
+        "consecutiveFailures": failures,
+        "breakerTimeout": duration_seconds(breaker["timeout"]),
+        "breakerInterval": duration_seconds(breaker["interval"]),
+    }
+
+
+def lookup(tree, path):
+    for key in path.split("."):
+        tree = tree[key]
+    return tree
+
+
+def check_contract(root):
+    """Every disagreement between the three, as sentences."""
+    problems = []
+    infra, local = Infra(root), Local(root)
+    for name, rule in CONTRACT["components"].items():
+        mine, theirs = local.components.get(name), infra.components.get(name)
+        if mine is None or theirs is None:
+            problems.append(f"component {name}: missing in {'components/' if mine is None else 'infra/'}")
+            continue
+        if mine["file"] != rule["file"]:
+            problems.append(f"component {name}: expected in {rule['file']}, found in {mine['file']}")
+        for field in ("type", "version", "scopes"):
+            if mine[field] != theirs[field]:
+                problems.append(f"component {name}: {field} {mine[field]!r} locally, {theirs[field]!r} in infra/")
+        for key in rule["metadata"]:
+            if mine["metadata"].get(key) != theirs["metadata"].get(key):
+                problems.append(
+                    f"component {name}: metadata {key} {mine['metadata'].get(key)!r} locally, "
+                    f"{theirs['metadata'].get(key)!r} in infra/"
+                )
+    for extra in sorted(set(local.components) ^ set(infra.components)):
+        if extra not in CONTRACT["components"]:
+            problems.append(f"component {extra}: not in the contract (tests/infra/contract.yaml)")
+
+    for name, fields in CONTRACT["resiliency"].items():
+        if name not in infra.resiliency:
+            problems.append(f"resiliency of {name}: missing in infra/")
+            continue
+        want = local_resiliency(local, name)
+        for field, path in fields.items():
+            got = lookup(infra.resiliency[name], path)
+            if got != want[field]:
+                problems.append(f"resiliency of {name}: {field} {want[field]!r} locally, {got!r} in infra/ ({path})")
+
+    for app_id, variable in CONTRACT["app_ids"].items():
+        if infra.variables.get(variable) != app_id:
+            problems.append(f"app id {app_id}: main.bicep's {variable} is {infra.variables.get(variable)!r}")
+    scoped = {scope for c in local.components.values() for scope in c["scopes"]}
+    for scope in scoped - set(CONTRACT["app_ids"]):
+        problems.append(f"components/ scopes an unknown app id {scope!r}")
+
+    for rule in CONTRACT["code"]:
+        source = (root / rule["file"]).read_text()
+        match = re.search(rf'const {rule["constant"]}: &str = "([^"]*)";', source)
+        if not match:
+            problems.append(f"{rule['file']}: constant {rule['constant']} not found")
+            continue
+        kind, expected = rule["equals"].split(" ", 1)
+        if kind == "component" and expected not in local.components:
+            problems.append(f"{rule['file']}: {rule['constant']} refers to unknown component {expected}")
+        if match[1] != expected:
+            problems.append(f"{rule['file']}: {rule['constant']} is {match[1]!r}, the contract says {expected!r}")
+    return problems
+
+
+def test_components_infra_and_code_agree():
+    assert check_contract(ROOT) == []
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A scratch copy of what the contract reads."""
+    for part in ("components", "infra", "src/batch/src", "src/order-processor/src"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "file, old, new, complaint",
+    [
+        ("components/cron.yaml", "@every 10s", "@every 20s", "component cron: metadata schedule"),
+        ("infra/modules/environment.bicep", "scopes: [orderProcessorAppId]", "scopes: [batchAppId]", "component sqldb: scopes"),
+        ("infra/modules/environment.bicep", "'bindings.postgresql'", "'bindings.postgres'", "component sqldb: type"),
+        ("components/sqldb.yaml", "  version: v1", "  version: v2", "component sqldb: version"),
+        ("components/resiliency.yaml", "maxRetries: 3", "maxRetries: 5", "maxRetries"),
+        ("components/resiliency.yaml", "consecutiveFailures >= 5", "consecutiveFailures > 5", "consecutiveFailures"),
+        ("infra/modules/environment.bicep", "responseTimeoutInSeconds: 10", "responseTimeoutInSeconds: 30", "timeout"),
+        ("infra/main.bicep", "var batchAppId = 'batch'", "var batchAppId = 'batcher'", "app id batch"),
+        ("src/batch/src/config.rs", 'DEFAULT_CRON_BINDING: &str = "cron"', 'DEFAULT_CRON_BINDING: &str = "tick"', "DEFAULT_CRON_BINDING"),
+        ("infra/modules/environment.bicep", "name: 'cron'", "name: 'cron2'", "component cron"),
+    ],
+)
+def test_a_broken_copy_breaks_the_contract(tree, file, old, new, complaint):
+    path = tree / file
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {file}"
+    path.write_text(text.replace(old, new, 1))
+    problems = check_contract(tree)
+    assert any(complaint in p for p in problems), problems
+
+
+def test_connection_metadata_may_differ():
+    infra, local = Infra(ROOT), Local(ROOT)
+    assert "useAzureAD" in infra.components["sqldb"]["metadata"]
+    assert "useAzureAD" not in local.components["sqldb"]["metadata"]
