@@ -184,15 +184,11 @@ python_venv() {
   printf '%s\n' "$venv"
 }
 
-# Installs sqlx-cli of the version in Cargo.lock into ~/.cargo/bin when it is missing.
+# Installs sqlx-cli of the version in Cargo.lock when it is missing.
 ensure_sqlx_cli() {
   local version
   version="$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
-  if [ "$(cargo sqlx --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
-    say "installing sqlx-cli $version (once, about 3 minutes)"
-    cargo install sqlx-cli --version "$version" --locked --quiet \
-      --no-default-features --features postgres,rustls
-  fi
+  cargo_tool sqlx-cli sqlx "$version" --no-default-features --features postgres,rustls
 }
 
 # Checks that .sqlx/ matches the queries, against a fresh database migrated as the
@@ -210,4 +206,102 @@ check_sqlx_offline_data() {
   DATABASE_URL="$url" SQLX_OFFLINE=false cargo sqlx prepare --workspace --check -- --all-targets --locked -q ||
     die ".sqlx/ is out of date: run 'cargo sqlx prepare --workspace' against a migrated database and commit it"
   psql "$TEST_DATABASE_URL" -Xq -c "DROP DATABASE $db WITH (FORCE)"
+}
+
+# cargo_tool CRATE SUBCOMMAND VERSION [CARGO INSTALL ARGS...]: installs the crate of a
+# cargo subcommand at that version into ~/.cargo/bin when it is missing (built once).
+cargo_tool() {
+  local crate="$1" subcommand="$2" version="$3"
+  shift 3
+  if [ "$(cargo "$subcommand" --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
+    say "installing $crate $version (once, a few minutes)"
+    cargo install "$crate" --version "$version" --locked --quiet "$@"
+  fi
+}
+
+# Prints the bin directory of markdownlint-cli2 as pinned by tools/markdownlint, installed
+# with npm into the cache once per version of its lock file.
+markdownlint_bin() {
+  local key dir
+  key="$(sha256sum "$ROOT/tools/markdownlint/package-lock.json" | cut -c1-12)"
+  dir="$CACHE_DIR/markdownlint-$key"
+  if [ ! -x "$dir/node_modules/.bin/markdownlint-cli2" ]; then
+    command -v npm >/dev/null || apt_install nodejs npm >&2
+    say "installing markdownlint-cli2 of tools/markdownlint into $dir"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$ROOT/tools/markdownlint/package.json" "$ROOT/tools/markdownlint/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --silent) >&2
+  fi
+  printf '%s\n' "$dir/node_modules/.bin"
+}
+
+# The version of the Dapr CLI that tools/dapr-cli/go.mod pins (for `dapr run -f .`).
+dapr_cli_version() {
+  sed -n 's/^\tgithub.com\/dapr\/cli v\([0-9.]*\)$/\1/p' "$ROOT/tools/dapr-cli/go.mod"
+}
+
+# Prints the path of a Dapr CLI of the pinned version: $DAPR_CLI, or a `dapr` on PATH or
+# in ~/.dapr/bin when its version matches, else our own build from tools/dapr-cli (cached
+# outside the repository, built once per version; the first build takes a few minutes).
+dapr_cli_path() {
+  local version candidate
+  version="$(dapr_cli_version)"
+  [ -n "$version" ] || die "no github.com/dapr/cli version in tools/dapr-cli/go.mod"
+  if [ -n "${DAPR_CLI:-}" ]; then
+    [ -x "$DAPR_CLI" ] || die "DAPR_CLI=$DAPR_CLI is not an executable"
+    printf '%s\n' "$DAPR_CLI"; return 0
+  fi
+  for candidate in "$(command -v dapr || true)" "$HOME/.dapr/bin/dapr" "$CACHE_DIR/dapr-cli-$version/dapr"; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] || continue
+    if [ "$("$candidate" version 2>/dev/null | sed -n 's/^CLI version: \([^ ]*\).*/\1/p')" = "$version" ]; then
+      printf '%s\n' "$candidate"; return 0
+    fi
+  done
+  local cached="$CACHE_DIR/dapr-cli-$version/dapr"
+  command -v go >/dev/null || die "the Dapr CLI $version is needed: install Go 1.24 or newer to build it, or set DAPR_CLI"
+  say "building the Dapr CLI $version from Go modules into ${cached} (once; a few minutes)"
+  local started=$SECONDS tmp
+  mkdir -p "$CACHE_DIR"
+  tmp="$(mktemp "$CACHE_DIR/dapr-cli.XXXXXX")"
+  (
+    cd "$ROOT/tools/dapr-cli"
+    CGO_ENABLED=0 go build -mod=readonly -trimpath \
+      -ldflags "-s -w -X main.version=$version" -o "$tmp" .
+  ) >&2 || { rm -f "$tmp"; die "building the Dapr CLI failed"; }
+  mkdir -p "$(dirname "$cached")"
+  mv "$tmp" "$cached"
+  say "Dapr CLI $version built in $((SECONDS - started)) s"
+  printf '%s\n' "$cached"
+}
+
+# Prints a directory for the Dapr CLI's DAPR_RUNTIME_PATH: the CLI runs
+# $DAPR_RUNTIME_PATH/.dapr/bin/daprd. That is $HOME when daprd_path picks ~/.dapr/bin/daprd
+# (after `dapr init`); else .local/dapr-runtime, where .dapr/bin/daprd links to the daprd
+# that daprd_path finds or builds. It is what `dapr init --slim` leaves for `dapr run`,
+# minus the placement and scheduler binaries and the default config.yaml and components/
+# (dapr.yaml names its own); ~/.dapr is never created or changed.
+dapr_runtime_path() {
+  local daprd dir
+  daprd="$(daprd_path)"
+  if [ "$daprd" = "$HOME/.dapr/bin/daprd" ]; then
+    printf '%s\n' "$HOME"; return 0
+  fi
+  dir="$STATE_DIR/dapr-runtime"
+  mkdir -p "$dir/.dapr/bin"
+  ln -sfn "$daprd" "$dir/.dapr/bin/daprd"
+  printf '%s\n' "$dir"
+}
+
+# pg_orders_database ADMIN_URL PASSWORD_FILE: creates (once) the `orders` database and the
+# ordinary role order_processor in it as db/bootstrap.sql does, with the password in
+# PASSWORD_FILE (made once), and prints the role's URL of that database.
+pg_orders_database() {
+  local admin="$1" pwfile="$2" port
+  [ -s "$pwfile" ] || random_secret >"$pwfile"
+  psql "$admin" -XtAq -c "SELECT 1 FROM pg_database WHERE datname = 'orders'" | grep -q 1 ||
+    psql "$admin" -Xq -c "CREATE DATABASE orders"
+  psql "${admin%/postgres}/orders" -Xq -v app_role=order_processor \
+    -v app_password="$(cat "$pwfile")" -f "$ROOT/db/bootstrap.sql"
+  port="$(url_port "$admin")"
+  printf 'postgres://order_processor:%s@127.0.0.1:%s/orders\n' "$(cat "$pwfile")" "$port"
 }

@@ -27,6 +27,10 @@ cargo fmt --all --check
 say "lints: cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
+say "dependencies: cargo deny check licenses bans sources"
+cargo_tool cargo-deny deny 0.20.2
+cargo deny --log-level error check licenses bans sources
+
 say "offline checks"
 VENV="$(python_venv tools/requirements.txt)"
 for file in components/*.yaml; do
@@ -34,13 +38,18 @@ for file in components/*.yaml; do
   "$VENV/bin/check-jsonschema" -q --schemafile "tests/schemas/dapr/$kind-dapr-v1alpha1.json" "$file"
 done
 echo "components/: valid against Dapr's schemas"
-"$VENV/bin/yamllint" -s components/ .yamllint.yaml
-"$VENV/bin/shellcheck" -x scripts/*.sh .ci/run
+"$VENV/bin/yamllint" -s components/ azure.yaml .github/ .yamllint.yaml
+"$VENV/bin/shellcheck" -x scripts/*.sh scripts/checks/*.sh infra/hooks/*.sh .ci/run
 echo "YAML and shell scripts: clean"
+"$VENV/bin/typos"
+"$(markdownlint_bin)/markdownlint-cli2" "**/*.md" >/dev/null
+mapfile -t DOCS < <(git ls-files '*.md')
+"$VENV/bin/lychee" --offline --no-progress --include-fragments "${DOCS[@]}" >/dev/null
+echo "docs: no typos, markdownlint clean, no broken local links"
 
-say "infra/: Bicep against the ARM schemas, checkov with our policies, the components contract"
-CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra
+say "infra/, azure.yaml, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/static)"
+CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/static
 
 pg_running "$PG_DATA" || STARTED_PG=yes
 TEST_DATABASE_URL="$(pg_start "$PG_DATA" "$(free_port)")"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import ROOT, parse_bicep
+from infra_support import ROOT, parse_bicep
 
 CONTRACT = yaml.safe_load((ROOT / "tests/infra/contract.yaml").read_text())["must_agree"]
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, arm_check, checkov, parse_bicep, replace_in
+from infra_support import ROOT, arm_check, checkov, parse_bicep, replace_in
 
 
 def test_every_bicep_file_parses_and_matches_the_arm_schemas():
