@@ -1,4 +1,5 @@
-// The Container Apps environment: VNet-integrated and internal (no public endpoint),
+// The Container Apps environment: VNet-integrated and internal (its endpoint is a private
+// IP in the VNet, so no app can be reached from the internet),
 // workload profiles with Consumption, logs to Log Analytics, Dapr traces to Application
 // Insights. It holds the same Dapr components as components/ (names, types, versions,
 // scopes), with Azure's connection metadata, and the binding's resiliency policy.
@@ -43,7 +44,6 @@ resource environment 'Microsoft.App/managedEnvironments@2026-01-01' = {
         workloadProfileType: 'Consumption'
       }
     ]
-    publicNetworkAccess: 'Disabled'
     zoneRedundant: false
   }
 }
