@@ -27,21 +27,31 @@ pub fn daprd() -> PathBuf {
     PathBuf::from("daprd")
 }
 
-/// Builds the service binaries once per test process and returns their directory.
-pub fn binaries() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+/// Builds the service binaries (debug, or release for benchmarks) once per process and
+/// returns their directory.
+pub fn binaries(release: bool) -> &'static Path {
+    static DEBUG: OnceLock<PathBuf> = OnceLock::new();
+    static RELEASE: OnceLock<PathBuf> = OnceLock::new();
+    let (cell, profile) = if release {
+        (&RELEASE, "release")
+    } else {
+        (&DEBUG, "debug")
+    };
+    cell.get_or_init(|| {
+        let mut command = Command::new(env!("CARGO"));
+        command
             .current_dir(workspace_root())
             .args(["build", "--bins", "-p", "batch", "-p", "order-processor"])
-            .env("SQLX_OFFLINE", "true")
-            .status()
-            .expect("run cargo build");
+            .env("SQLX_OFFLINE", "true");
+        if release {
+            command.arg("--release");
+        }
+        let status = command.status().expect("run cargo build");
         assert!(status.success(), "building the services failed");
         let target = std::env::var("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| workspace_root().join("target"));
-        target.join("debug")
+        target.join(profile)
     })
 }
 
@@ -86,6 +96,8 @@ pub struct StackOptions {
     pub chunk_size: usize,
     /// Extra environment for batch.
     pub batch_env: Vec<(String, String)>,
+    /// Run release builds (benchmarks) instead of debug builds (tests).
+    pub release: bool,
 }
 
 /// A process that is killed when dropped.
@@ -112,6 +124,7 @@ pub struct Stack {
     pub batch: Ports,
     procs: HashMap<&'static str, Proc>,
     batch_env: Vec<(String, String)>,
+    release: bool,
     _dir_guard: TempDir,
 }
 
@@ -133,6 +146,7 @@ impl Stack {
             batch: Ports::new(),
             procs: HashMap::new(),
             batch_env: Vec::new(),
+            release: options.release,
             _dir_guard: dir_guard,
         };
         stack.start_order_processor();
@@ -182,7 +196,7 @@ impl Stack {
 
     fn spawn_app(&mut self, name: &'static str, env: &[(String, String)]) {
         let log = self.log_file(name);
-        let child = Command::new(binaries().join(name))
+        let child = Command::new(binaries(self.release).join(name))
             .envs(env.iter().cloned())
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log"))
@@ -198,7 +212,8 @@ impl Stack {
         );
     }
 
-    fn start_sidecar(&mut self, app_id: &'static str) {
+    /// Starts the sidecar of `app_id` (`batch` or `order-processor`), again after a kill.
+    pub fn start_sidecar(&mut self, app_id: &'static str) {
         let ports = if app_id == "batch" {
             self.batch
         } else {
@@ -278,6 +293,11 @@ impl Stack {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["message"] == "run finished")
             .collect()
+    }
+
+    /// The process id of `order-processor`, `batch` or `<app>-daprd`, while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(name).map(|p| p.child.id())
     }
 
     /// Kills a process: `order-processor`, `batch` or `<app>-daprd`.

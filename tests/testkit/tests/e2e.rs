@@ -28,6 +28,7 @@ fn options(orders: String, chunk_size: usize) -> StackOptions {
         orders,
         chunk_size,
         batch_env: Vec::new(),
+        release: false,
     }
 }
 
