@@ -3,11 +3,13 @@
 //! is well-formed, hashes it and finds repeated order ids; a second pass yields validated
 //! chunks. A file that is not valid JSON sends nothing at all.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use common::order::{Order, OrderError, parse_order};
 use serde::Deserialize;
@@ -17,6 +19,10 @@ use sha2::{Digest as _, Sha256};
 
 /// The orders bundled into the binary: the default data file.
 pub const BUNDLED: &[u8] = include_bytes!("../orders.json");
+
+/// The most bytes one order may take in the file. A valid order is a few hundred bytes;
+/// the limit keeps memory bounded whatever a file holds (one element is parsed at a time).
+pub const MAX_ORDER_BYTES: u64 = 64 * 1024;
 
 /// A SHA-256 digest of a file or of a chunk's request body.
 pub type Digest = [u8; 32];
@@ -81,6 +87,16 @@ pub enum FileError {
         path: PathBuf,
         /// What is wrong and where (line and column).
         message: String,
+    },
+    /// One of its orders is larger than [`MAX_ORDER_BYTES`].
+    #[error("{path}: the order at index {index} is larger than {limit} bytes")]
+    OrderTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Position of the order, from 0.
+        index: u64,
+        /// The limit in bytes.
+        limit: u64,
     },
     /// It changed between the two passes over it.
     #[error("{0} changed while it was being read")]
@@ -217,15 +233,19 @@ fn stream(
     on_order: impl FnMut(&RawValue) -> bool,
 ) -> Result<(u64, Digest), FileError> {
     let path = source.path().to_owned();
+    let since_last_order = Rc::new(Cell::new(0));
     let mut hashing = HashingReader {
         inner: source.open()?,
         hasher: Sha256::new(),
         content: false,
+        since_last_order: Rc::clone(&since_last_order),
+        too_large: false,
     };
     let mut visitor = OrdersVisitor {
         on_order,
         count: 0,
         stopped: false,
+        since_last_order,
     };
     let result = {
         let mut de = serde_json::Deserializer::from_reader(BufReader::new(&mut hashing));
@@ -235,6 +255,13 @@ fn stream(
         return Err(FileError::Stopped);
     }
     if let Err(error) = result {
+        if hashing.too_large {
+            return Err(FileError::OrderTooLarge {
+                path,
+                index: visitor.count,
+                limit: MAX_ORDER_BYTES,
+            });
+        }
         if error.is_io() {
             return Err(FileError::Io {
                 path,
@@ -252,16 +279,28 @@ fn stream(
     Ok((visitor.count, hashing.hasher.finalize().into()))
 }
 
-/// Hashes what passes through, and notes whether anything but whitespace did.
+/// Hashes what passes through, notes whether anything but whitespace did, and fails once
+/// more than [`MAX_ORDER_BYTES`] (plus a read-ahead buffer) pass without an order ending.
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
     content: bool,
+    since_last_order: Rc<Cell<u64>>,
+    too_large: bool,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let pending = self.since_last_order.get() + n as u64;
+        self.since_last_order.set(pending);
+        if pending > MAX_ORDER_BYTES + READ_AHEAD {
+            self.too_large = true;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "order too large",
+            ));
+        }
         self.hasher.update(&buf[..n]);
         if !self.content {
             self.content = buf[..n].iter().any(|b| !b.is_ascii_whitespace());
@@ -270,11 +309,15 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// What the buffered reader may have read beyond the order being parsed.
+const READ_AHEAD: u64 = 8 * 1024;
+
 /// Visits `{"orders": [...]}`, handing each order over as raw JSON.
 struct OrdersVisitor<F> {
     on_order: F,
     count: u64,
     stopped: bool,
+    since_last_order: Rc<Cell<u64>>,
 }
 
 impl<'de, F: FnMut(&RawValue) -> bool> DeserializeSeed<'de> for &mut OrdersVisitor<F> {
@@ -334,6 +377,7 @@ impl<'de, F: FnMut(&RawValue) -> bool> Visitor<'de> for OrdersArray<'_, F> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(raw) = seq.next_element::<Box<RawValue>>()? {
+            self.0.since_last_order.set(0);
             if !(self.0.on_order)(&raw) {
                 self.0.stopped = true;
                 return Err(de::Error::custom("stopped"));
@@ -445,6 +489,34 @@ mod tests {
     }
 
     #[test]
+    fn an_order_larger_than_the_limit_stops_the_read_early() {
+        let huge = "x".repeat(1 << 20);
+        let content = format!(
+            r#"{{"orders":[{{"orderid":1,"customer":"A","price":1}},{{"orderid":2,"customer":"{huge}","price":1}}]}}"#
+        );
+        let (_f, source) = file(content.as_bytes());
+        let error = scan(&source, || true).unwrap_err();
+        assert!(
+            matches!(error, FileError::OrderTooLarge { index: 1, .. }),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("the order at index 1 is larger than 65536 bytes")
+        );
+    }
+
+    #[test]
+    fn many_orders_of_normal_size_are_not_too_large() {
+        let orders: Vec<String> = (1..=5000)
+            .map(|id| format!(r#"{{"orderid":{id},"customer":"C","price":1}}"#))
+            .collect();
+        let (_f, source) = file(format!(r#"{{"orders":[{}]}}"#, orders.join(",")).as_bytes());
+        assert_eq!(scan(&source, || true).unwrap().orders, 5000);
+    }
+
+    #[test]
     fn invalid_utf8_is_refused() {
         let (_f, source) =
             file(b"{\"orders\":[{\"orderid\":1,\"customer\":\"\xff\xfe\",\"price\":1}]}");
@@ -498,5 +570,37 @@ mod tests {
             scan(&first, || true).unwrap().digest,
             scan(&second, || true).unwrap().digest
         );
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use std::io::Write;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever bytes a file holds, reading it ends with orders or a file error,
+        /// never a panic, and every order read is counted in exactly one chunk.
+        #[test]
+        fn any_bytes_are_read_or_refused_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..400), prefix in any::<bool>()) {
+            let mut content = if prefix { b"{\"orders\":[".to_vec() } else { Vec::new() };
+            content.extend(bytes);
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            file.write_all(&content).unwrap();
+            let source = OrdersSource::File(file.path().to_owned());
+            if let Ok(scan) = scan(&source, || true) {
+                let mut total = 0u64;
+                read_chunks(&source, 3, &scan.digest, &scan.repeated_ids, |chunk| {
+                    total += chunk.len as u64;
+                    true
+                }).unwrap();
+                prop_assert_eq!(total, scan.orders);
+            }
+        }
     }
 }
