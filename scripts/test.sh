@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check and test of the project, as CI does: formatting, clippy, the offline
 # checks (Dapr schemas, YAML, shell, sqlx offline data), then the unit, integration and
-# end-to-end tests against a real PostgreSQL and real daprd sidecars. It installs what is
+# end-to-end tests against a real PostgreSQL and real daprd sidecars. Not run here, being
+# slower: scripts/checks/dapr-multi-app-run.sh (`dapr run -f .` with the Dapr CLI built
+# from Go modules) and scripts/bench.sh (the benchmark report). It installs what is
 # missing (PostgreSQL from Debian's packages, daprd built from Go modules, the Python
 # checkers in a cached virtual environment) and starts a throwaway PostgreSQL under
 # .local/ that it stops again at the end.
@@ -37,8 +39,9 @@ for file in components/*.yaml; do
   kind="$(sed -n 's/^kind: //p' "$file" | tr '[:upper:]' '[:lower:]')"
   "$VENV/bin/check-jsonschema" -q --schemafile "tests/schemas/dapr/$kind-dapr-v1alpha1.json" "$file"
 done
-echo "components/: valid against Dapr's schemas"
-"$VENV/bin/yamllint" -s components/ azure.yaml .github/ .yamllint.yaml
+"$VENV/bin/check-jsonschema" -q --schemafile tests/schemas/dapr/dapr-run-file.json dapr.yaml
+echo "components/ and dapr.yaml: valid against Dapr's schemas"
+"$VENV/bin/yamllint" -s components/ dapr.yaml azure.yaml .github/ .yamllint.yaml
 "$VENV/bin/shellcheck" -x scripts/*.sh scripts/checks/*.sh infra/hooks/*.sh .ci/run
 echo "YAML and shell scripts: clean"
 "$VENV/bin/typos"

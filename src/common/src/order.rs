@@ -243,18 +243,18 @@ fn read_orderid(raw: &RawValue) -> Result<i64, String> {
     };
     let id = match number.as_i64() {
         Some(id) => id,
-        None if is_integer_text(text) => return Err(out_of_range_id()),
+        None if is_integer_text(text) => return Err(out_of_range_id(text)),
         None => return Err("must be a whole number".to_owned()),
     };
     check_orderid(id).map_or(Ok(id), Err)
 }
 
 fn check_orderid(id: i64) -> Option<String> {
-    (id < 1).then(out_of_range_id)
+    (id < 1).then(|| out_of_range_id(&id.to_string()))
 }
 
-fn out_of_range_id() -> String {
-    format!("must be from 1 to {}", i64::MAX)
+fn out_of_range_id(given: &str) -> String {
+    format!("must be from 1 to {}, not {given}", i64::MAX)
 }
 
 fn is_integer_text(text: &str) -> bool {
@@ -409,7 +409,7 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                ("orderid".to_owned(), out_of_range_id()),
+                ("orderid".to_owned(), out_of_range_id("0")),
                 ("customer".to_owned(), "must not be blank".to_owned()),
                 ("price".to_owned(), "must not be negative".to_owned()),
             ]
@@ -464,7 +464,7 @@ mod tests {
         );
         assert_eq!(
             reasons(r#"{"orderid":99999999999999999999,"customer":"A","price":1}"#)[0].1,
-            out_of_range_id()
+            out_of_range_id("99999999999999999999")
         );
     }
 

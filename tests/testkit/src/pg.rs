@@ -29,20 +29,31 @@ pub struct TestDb {
     /// The database's name.
     pub name: String,
     admin: PgConnectOptions,
+    server_url: String,
 }
 
 impl TestDb {
-    /// Creates a new empty database and runs `db/bootstrap.sql` in it.
+    /// Creates a new empty database on the test server and runs `db/bootstrap.sql` in it.
     pub async fn create() -> Self {
-        let db = Self::create_bare().await;
+        Self::create_on(&admin_url()).await
+    }
+
+    /// Creates a new empty database on the server of `server_url` (a superuser URL) and
+    /// runs `db/bootstrap.sql` in it.
+    pub async fn create_on(server_url: &str) -> Self {
+        let db = Self::create_bare_on(server_url).await;
         db.bootstrap();
         db
     }
 
-    /// Creates a new empty database, without bootstrapping it.
+    /// Creates a new empty database on the test server, without bootstrapping it.
     pub async fn create_bare() -> Self {
+        Self::create_bare_on(&admin_url()).await
+    }
+
+    async fn create_bare_on(server_url: &str) -> Self {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let admin = PgConnectOptions::from_str(&admin_url()).expect("TEST_DATABASE_URL");
+        let admin = PgConnectOptions::from_str(server_url).expect("superuser URL");
         let name = format!(
             "test_{}_{}_{}",
             std::process::id(),
@@ -58,7 +69,11 @@ impl TestDb {
         ))))
         .await
         .expect("create test database");
-        Self { name, admin }
+        Self {
+            name,
+            admin,
+            server_url: server_url.to_owned(),
+        }
     }
 
     /// The URL the service uses: the ordinary role, in this database.
@@ -78,7 +93,7 @@ impl TestDb {
 
     /// A superuser URL for this database, for checks the app role may not do.
     pub fn admin_url(&self) -> String {
-        let mut url = admin_url();
+        let mut url = self.server_url.clone();
         let slash = url.rfind('/').expect("database in TEST_DATABASE_URL");
         let query = url[slash..].find('?').map(|q| url[slash + q..].to_owned());
         url.truncate(slash + 1);
@@ -129,7 +144,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let _ = Command::new("psql")
-            .arg(admin_url())
+            .arg(&self.server_url)
             .args(["-X", "-q", "-c"])
             .arg(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -137,4 +152,165 @@ impl Drop for TestDb {
             ))
             .output();
     }
+}
+
+/// A PostgreSQL server of a test's own (a throwaway cluster on a free port), for tests
+/// that stop and start the database. Removed when dropped.
+pub struct PrivateServer {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+const PRIVATE_PASSWORD: &str = "private-test-server";
+
+impl PrivateServer {
+    /// Creates and starts the cluster (as the `postgres` user when run as root: the server
+    /// refuses to run as root).
+    pub fn start() -> Self {
+        let bin = pg_bindir();
+        let port = crate::stack::free_port();
+        let dir =
+            std::env::temp_dir().join(format!("dapr-rust-aca-pg-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("server dir");
+        let pwfile = dir.join("pw");
+        std::fs::write(&pwfile, PRIVATE_PASSWORD).expect("password file");
+        let server = Self { dir, port, bin };
+        server.chown();
+        server.as_owner(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ],
+        );
+        server.start_again();
+        server
+    }
+
+    /// The superuser URL.
+    pub fn admin_url(&self) -> String {
+        format!(
+            "postgres://postgres:{PRIVATE_PASSWORD}@127.0.0.1:{}/postgres",
+            self.port
+        )
+    }
+
+    /// Stops the server at once (`pg_ctl stop -m immediate`: like a crash or a lost host).
+    pub fn stop(&self) {
+        self.as_owner(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+
+    /// Starts the server (again).
+    pub fn start_again(&self) {
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log").display().to_string();
+        self.as_owner(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-l",
+                &log,
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+                "start",
+            ],
+        );
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn chown(&self) {
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(&self.dir)
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown of the server directory failed");
+        }
+    }
+
+    fn as_owner(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let output = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        }
+        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let path = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&path)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&path).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// The directory of the newest installed PostgreSQL server (`PG_BINDIR`, else the newest
+/// under /usr/lib/postgresql, where Debian installs it).
+fn pg_bindir() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        return dir.into();
+    }
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server under /usr/lib/postgresql (or set PG_BINDIR)")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL server version").1
 }

@@ -132,7 +132,11 @@ impl Stack {
     /// Starts order-processor and its sidecar, then batch and its sidecar, and waits until
     /// both apps report ready.
     pub async fn start(options: StackOptions) -> Self {
-        let db = TestDb::create().await;
+        Self::start_on(options, TestDb::create().await).await
+    }
+
+    /// [`Stack::start`] with a database of the caller's (e.g. on a server it stops).
+    pub async fn start_on(options: StackOptions, db: TestDb) -> Self {
         let dir_guard = TempDir::new();
         let dir = dir_guard.0.clone();
         write_resources(&dir, &options.schedule);
@@ -192,6 +196,13 @@ impl Stack {
     pub fn start_batch(&mut self) {
         let env = self.batch_env.clone();
         self.spawn_app("batch", &env);
+    }
+
+    /// Sets a variable of batch's environment (replacing its value if it has one) for the
+    /// next [`Stack::start_batch`], e.g. another `CHUNK_SIZE` for a benchmark.
+    pub fn set_batch_env(&mut self, key: &str, value: &str) {
+        self.batch_env.retain(|(k, _)| k != key);
+        self.batch_env.push((key.to_owned(), value.to_owned()));
     }
 
     fn spawn_app(&mut self, name: &'static str, env: &[(String, String)]) {
@@ -286,6 +297,22 @@ impl Stack {
         fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// Runs batch now (through its sidecar, as a caller would) and returns the summary.
+    pub async fn run_now(&self) -> serde_json::Value {
+        let url = format!(
+            "http://127.0.0.1:{}/v1.0/invoke/batch/method/runs",
+            self.batch.http
+        );
+        let response = self
+            .sidecar_client()
+            .post(url)
+            .send()
+            .await
+            .expect("trigger a run");
+        assert!(response.status().is_success(), "run: {}", response.status());
+        response.json().await.expect("run summary")
+    }
+
     /// batch's run summaries so far, as JSON objects.
     pub fn summaries(&self) -> Vec<serde_json::Value> {
         self.log("batch")
@@ -293,6 +320,14 @@ impl Stack {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|v| v["message"] == "run finished")
             .collect()
+    }
+
+    /// How the process ended, once it has: `None` while it runs.
+    pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let proc = self.procs.get_mut(name)?;
+        let status = proc.child.try_wait().expect("try_wait")?;
+        self.procs.remove(name);
+        Some(status)
     }
 
     /// The process id of `order-processor`, `batch` or `<app>-daprd`, while it runs.

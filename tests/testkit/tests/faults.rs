@@ -1,0 +1,146 @@
+//! Faults through the real stack (PostgreSQL, two daprd, both services as processes):
+//! the database, a sidecar or a service goes away in the middle of a run. After the next
+//! ticks every order is stored exactly once, checked row by row.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use testkit::pg::{PrivateServer, TestDb};
+use testkit::stack::{Stack, StackOptions, orders_json};
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn expected(first: i64, count: i64) -> Vec<(i64, String, String)> {
+    (first..first + count)
+        .map(|id| {
+            (
+                id,
+                format!("Customer {id}"),
+                format!("{}.{:02}", id % 1000, id % 100),
+            )
+        })
+        .collect()
+}
+
+fn options(orders: String, chunk_size: usize) -> StackOptions {
+    StackOptions {
+        schedule: "@every 1s".to_owned(),
+        orders,
+        chunk_size,
+        batch_env: Vec::new(),
+        release: false,
+    }
+}
+
+fn deferred_runs(stack: &Stack) -> usize {
+    stack
+        .summaries()
+        .iter()
+        .filter(|s| s["deferred"].as_u64() > Some(0))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_nothing() {
+    let total = 6000;
+    let server = PrivateServer::start();
+    let db = TestDb::create_on(&server.admin_url()).await;
+    let stack = Stack::start_on(options(orders_json(1, total), 20), db).await;
+    stack
+        .wait_until("the first rows", PATIENCE, || async {
+            !stack.stored().await.is_empty()
+        })
+        .await;
+
+    server.stop();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    server.start_again();
+
+    stack
+        .wait_until("every order stored", PATIENCE, || async {
+            stack.stored().await.len() >= total as usize
+        })
+        .await;
+    assert_eq!(stack.stored().await, expected(1, total));
+    assert!(
+        deferred_runs(&stack) > 0,
+        "no run saw the database down:\n{}",
+        stack.log("batch")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn order_processor_sidecar_restarted_during_a_run_loses_and_duplicates_nothing() {
+    let total = 6000;
+    let mut stack = Stack::start(options(orders_json(1, total), 20)).await;
+    stack
+        .wait_until("the first rows", PATIENCE, || async {
+            !stack.stored().await.is_empty()
+        })
+        .await;
+
+    stack.kill("order-processor-daprd");
+    let at_the_kill = stack.stored().await.len();
+    assert!(
+        at_the_kill < total as usize,
+        "the run finished before the sidecar was killed"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.start_sidecar("order-processor");
+
+    // Calls fail while it is away: the retries of batch's sidecar, then batch's own, then
+    // the next tick carry the run on.
+    stack
+        .wait_until("every order stored", PATIENCE, || async {
+            stack.stored().await.len() >= total as usize
+        })
+        .await;
+    assert_eq!(stack.stored().await, expected(1, total));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binding_sidecar_exits_while_postgres_is_down_and_works_once_it_is_up() {
+    // daprd 1.15+ pings the database when the PostgreSQL binding starts and exits when it
+    // cannot: the run script starts PostgreSQL first, and Container Apps restarts the
+    // replica. This shows both halves.
+    let server = PrivateServer::start();
+    let db = TestDb::create_on(&server.admin_url()).await;
+    let mut stack = Stack::start_on(options(orders_json(1, 50), 10), db).await;
+    stack
+        .wait_until("50 orders", PATIENCE, || async {
+            stack.stored().await.len() == 50
+        })
+        .await;
+
+    server.stop();
+    stack.kill("order-processor-daprd");
+    stack.start_sidecar("order-processor");
+    let mut status = None;
+    for _ in 0..600 {
+        status = stack.exited("order-processor-daprd");
+        if status.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = status.expect("daprd kept running without its database");
+    assert!(!status.success());
+    let log = stack.log("order-processor-daprd");
+    assert!(log.contains("sqldb"), "{log}");
+
+    server.start_again();
+    stack.start_sidecar("order-processor");
+    stack.wait_ready("order-processor").await;
+    let response = stack
+        .sidecar_client()
+        .post(format!(
+            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
+            stack.batch.http
+        ))
+        .json(&serde_json::json!([{"orderid": 51, "customer": "After", "price": 1}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(stack.stored().await.len(), 51);
+}
