@@ -305,3 +305,17 @@ pg_orders_database() {
   port="$(url_port "$admin")"
   printf 'postgres://order_processor:%s@127.0.0.1:%s/orders\n' "$(cat "$pwfile")" "$port"
 }
+
+# go_tool BINARY MODULE VERSION: prints the path of a Go command built from the module
+# proxy at that version into the cache (once).
+go_tool() {
+  local binary="$1" module="$2" version="$3" dir
+  dir="$CACHE_DIR/go-bin/$binary-$version"
+  if [ ! -x "$dir/$binary" ]; then
+    command -v go >/dev/null || die "$binary $version is needed: install Go 1.26 or newer"
+    say "building $binary $version from Go modules (once)"
+    mkdir -p "$dir"
+    GOBIN="$dir" CGO_ENABLED=0 go install -trimpath "$module@$version" >&2
+  fi
+  printf '%s\n' "$dir/$binary"
+}

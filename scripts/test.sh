@@ -49,6 +49,10 @@ echo "YAML and shell scripts: clean"
 mapfile -t DOCS < <(git ls-files '*.md')
 "$VENV/bin/lychee" --offline --no-progress --include-fragments "${DOCS[@]}" >/dev/null
 echo "docs: no typos, markdownlint clean, no broken local links"
+GITLEAKS="$(go_tool gitleaks github.com/zricethezav/gitleaks/v8 v8.30.1)"
+export GITLEAKS
+"$GITLEAKS" git --no-banner --redact --log-level warn --config .gitleaks.toml .
+echo "history: no secrets (gitleaks)"
 
 say "infra/, azure.yaml, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/static)"
 CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
