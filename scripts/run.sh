@@ -36,15 +36,8 @@ trap cleanup INT TERM EXIT
 if [ -z "${DATABASE_URL:-}" ]; then
   pg_running "$PG_DATA" || STARTED_PG=yes
   ADMIN_URL="$(pg_start "$PG_DATA" "$PG_PORT")"
-  APP_PASSWORD_FILE="$STATE_DIR/order-processor.password"
-  [ -s "$APP_PASSWORD_FILE" ] || random_secret >"$APP_PASSWORD_FILE"
-  psql "$ADMIN_URL" -XtAq -c "SELECT 1 FROM pg_database WHERE datname = 'orders'" | grep -q 1 ||
-    psql "$ADMIN_URL" -Xq -c "CREATE DATABASE orders"
-  psql "${ADMIN_URL%/postgres}/orders" -Xq -v app_role=order_processor \
-    -v app_password="$(cat "$APP_PASSWORD_FILE")" -f "$ROOT/db/bootstrap.sql"
-  port="$(url_port "$ADMIN_URL")"
-  DATABASE_URL="postgres://order_processor:$(cat "$APP_PASSWORD_FILE")@127.0.0.1:$port/orders"
-  say "database: orders on 127.0.0.1:$port as the ordinary role order_processor"
+  DATABASE_URL="$(pg_orders_database "$ADMIN_URL" "$STATE_DIR/order-processor.password")"
+  say "database: orders on 127.0.0.1:$(url_port "$ADMIN_URL") as the ordinary role order_processor"
 else
   say "using the database at DATABASE_URL (its role must be set up like db/bootstrap.sql does)"
 fi
