@@ -2,6 +2,7 @@
 command), and gitleaks does find one that is planted in a scratch repository."""
 
 import os
+import secrets
 import subprocess
 
 import pytest
@@ -28,9 +29,9 @@ def test_a_committed_connection_string_with_a_password_is_found(tmp_path):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     git("init", "-q")
-    (tmp_path / ".env").write_text(
-        "DATABASE_URL=postgres://admin:Xk9mP2vQ7wL4tR8z@db.example.com:5432/prod\n"
-    )
+    # Made at run time, so that no such literal sits in this repository's own history.
+    password = secrets.token_urlsafe(12)
+    (tmp_path / ".env").write_text(f"DATABASE_URL=postgres://admin:{password}@db.example.com:5432/prod\n")
     git("add", "-A")
     git("-c", "user.email=test@example.invalid", "-c", "user.name=test", "commit", "-qm", "oops")
     result = gitleaks(tmp_path)
