@@ -42,14 +42,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ -z "${DATABASE_URL:-}" ]; then
-  pg_running "$PG_DATA" || STARTED_PG=yes
-  ADMIN_URL="$(pg_start "$PG_DATA" "$PG_PORT")"
-  DATABASE_URL="$(pg_orders_database "$ADMIN_URL" "$STATE_DIR/order-processor.password")"
-  say "database: orders on 127.0.0.1:$(url_port "$ADMIN_URL") as the ordinary role order_processor"
-else
-  say "using the database at DATABASE_URL (its role must be set up like db/bootstrap.sql does)"
-fi
+use_local_database "$PG_DATA" "$PG_PORT"
 
 say "building the services (dapr.yaml runs them from target/debug)"
 env -u CARGO_TARGET_DIR SQLX_OFFLINE=true cargo build --locked --bins -q

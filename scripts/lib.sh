@@ -319,3 +319,19 @@ go_tool() {
   fi
   printf '%s\n' "$dir/$binary"
 }
+
+# use_local_database DATA_DIR PORT: unless DATABASE_URL is set already, starts the
+# throwaway cluster in DATA_DIR, creates `orders` and its ordinary role, and sets
+# DATABASE_URL to that role's URL; sets STARTED_PG=yes when it started the cluster.
+use_local_database() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    say "using the database at DATABASE_URL (its role must be set up like db/bootstrap.sql does)"
+    return 0
+  fi
+  local admin
+  # shellcheck disable=SC2034 # read by the calling script
+  pg_running "$1" || STARTED_PG=yes
+  admin="$(pg_start "$1" "$2")"
+  DATABASE_URL="$(pg_orders_database "$admin" "$STATE_DIR/order-processor.password")"
+  say "database: orders on 127.0.0.1:$(url_port "$admin") as the ordinary role order_processor"
+}
