@@ -18,8 +18,11 @@ pub struct Config {
     pub port: u16,
     /// The orders file (`ORDERS_FILE`); the bundled `orders.json` when unset.
     pub source: OrdersSource,
-    /// Orders per request to order-processor (`CHUNK_SIZE`, default 500).
+    /// Orders per request to order-processor (`CHUNK_SIZE`, default 2000, chosen by the
+    /// benchmark's sweep).
     pub chunk_size: usize,
+    /// Requests on their way at once (`CHUNKS_IN_FLIGHT`, default 4).
+    pub chunks_in_flight: usize,
     /// The sidecar's HTTP port (`DAPR_HTTP_PORT`, default 3500).
     pub dapr_http_port: u16,
     /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
@@ -77,7 +80,8 @@ impl Config {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
             source,
-            chunk_size: vars.number_in("CHUNK_SIZE", 500, 1..=MAX_CHUNK_SIZE)?,
+            chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
+            chunks_in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_secret("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_secret("APP_API_TOKEN")?,
@@ -108,7 +112,8 @@ mod tests {
         assert_eq!(config.source, OrdersSource::Bundled);
         assert_eq!(config.cron_binding, "cron");
         assert_eq!(config.target_app_id, "order-processor");
-        assert_eq!(config.chunk_size, 500);
+        assert_eq!(config.chunk_size, 2000);
+        assert_eq!(config.chunks_in_flight, 4);
     }
 
     #[test]

@@ -62,7 +62,12 @@ impl App {
             config.invoke_max_retries,
             config.invoke_retry_delay,
         );
-        let runner = Runner::new(sink, config.source.clone(), config.chunk_size);
+        let runner = Runner::new(
+            sink,
+            config.source.clone(),
+            config.chunk_size,
+            config.chunks_in_flight,
+        );
         let state = AppState {
             runner: runner.clone(),
             sidecar,

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{Mutex, mpsc};
@@ -63,6 +65,29 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
+/// A chunk on its way to order-processor.
+struct Pending<'a> {
+    len: u64,
+    future: std::pin::Pin<Box<dyn Future<Output = SubmitDone> + Send + 'a>>,
+}
+
+impl Future for Pending<'_> {
+    type Output = SubmitDone;
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<SubmitDone> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+/// What became of a chunk that was sent.
+struct SubmitDone {
+    chunk: Chunk,
+    digest: Digest,
+    result: Result<Submitted, crate::submit::SubmitError>,
+}
+
 /// What remains known between runs.
 #[derive(Default)]
 struct Memory {
@@ -82,6 +107,7 @@ pub struct Runner<S> {
     sink: Arc<S>,
     source: OrdersSource,
     chunk_size: usize,
+    in_flight: usize,
     cancel: CancellationToken,
 }
 
@@ -92,19 +118,22 @@ impl<S> Clone for Runner<S> {
             sink: Arc::clone(&self.sink),
             source: self.source.clone(),
             chunk_size: self.chunk_size,
+            in_flight: self.in_flight,
             cancel: self.cancel.clone(),
         }
     }
 }
 
 impl<S: OrderSink> Runner<S> {
-    /// A runner reading `source` in chunks of `chunk_size` orders.
-    pub fn new(sink: S, source: OrdersSource, chunk_size: usize) -> Self {
+    /// A runner reading `source` in chunks of `chunk_size` orders, with at most
+    /// `in_flight` chunks on their way at once (at least one).
+    pub fn new(sink: S, source: OrdersSource, chunk_size: usize, in_flight: usize) -> Self {
         Self {
             memory: Arc::default(),
             sink: Arc::new(sink),
             source,
             chunk_size,
+            in_flight: in_flight.max(1),
             cancel: CancellationToken::new(),
         }
     }
@@ -195,65 +224,87 @@ impl<S: OrderSink> Runner<S> {
         };
 
         let mut problems = Problems::new(!memory.problems_logged);
+        // Up to `in_flight` chunks are on their way at once: while order-processor and the
+        // database work on one, the next is already travelling through the sidecars.
+        let mut pending = FuturesUnordered::new();
+        let mut reading = true;
         let mut stop_sending = false;
-        while let Some(chunk) = rx.recv().await {
-            let len = chunk.len as u64;
-            if stop_sending || self.cancel.is_cancelled() {
-                summary.deferred += len;
-                continue;
-            }
-            if !chunk.errors.is_empty() {
-                summary.rejected += len;
-                problems.chunk_refused(&chunk, chunk.errors.iter().cloned());
-                continue;
-            }
-            let body = match serde_json::to_vec(&chunk.orders) {
-                Ok(body) => body,
-                Err(error) => {
-                    tracing::error!(%error, chunk = chunk.index, "cannot serialise a chunk");
-                    summary.deferred += len;
-                    continue;
-                }
-            };
-            let digest: Digest = Sha256::digest(&body).into();
-            if memory.settled.contains(&digest) {
-                summary.skipped += len;
-                continue;
-            }
-            summary.submitted += len;
-            let result = tokio::select! {
-                result = self.sink.submit(body, traceparent) => result,
+        while reading || !pending.is_empty() {
+            tokio::select! {
                 () = self.cancel.cancelled() => {
-                    summary.deferred += len;
-                    continue;
+                    summary.deferred += pending.iter().map(|p: &Pending| p.len).sum::<u64>();
+                    break;
                 }
-            };
-            match result {
-                Ok(Submitted::Accepted(outcome)) => {
-                    summary.inserted += outcome.inserted;
-                    summary.already_present += outcome.unchanged;
-                    summary.conflicts += outcome.conflicts.len() as u64;
-                    if !outcome.conflicts.is_empty() {
-                        problems.conflicts(&chunk, &outcome.conflicts);
+                Some(done) = pending.next(), if !pending.is_empty() => {
+                    let SubmitDone { chunk, digest, result } = done;
+                    let len = chunk.len as u64;
+                    match result {
+                        Ok(Submitted::Accepted(outcome)) => {
+                            summary.inserted += outcome.inserted;
+                            summary.already_present += outcome.unchanged;
+                            summary.conflicts += outcome.conflicts.len() as u64;
+                            if !outcome.conflicts.is_empty() {
+                                problems.conflicts(&chunk, &outcome.conflicts);
+                            }
+                            memory.settled.insert(digest);
+                        }
+                        Ok(Submitted::Rejected { message, details }) => {
+                            summary.rejected += len;
+                            let in_file = details.into_iter().map(|mut error| {
+                                error.index += chunk.first;
+                                error
+                            });
+                            problems.refused_by_order_processor(&chunk, &message, in_file);
+                            memory.settled.insert(digest);
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, chunk = chunk.index, "chunk not stored; it is left for the next run");
+                            summary.deferred += len;
+                            stop_sending = true;
+                        }
                     }
-                    memory.settled.insert(digest);
                 }
-                Ok(Submitted::Rejected { message, details }) => {
-                    summary.rejected += len;
-                    let in_file = details.into_iter().map(|mut error| {
-                        error.index += chunk.first;
-                        error
+                received = rx.recv(), if reading && pending.len() < self.in_flight => {
+                    let Some(chunk) = received else {
+                        reading = false;
+                        continue;
+                    };
+                    let len = chunk.len as u64;
+                    if stop_sending {
+                        summary.deferred += len;
+                        continue;
+                    }
+                    if !chunk.errors.is_empty() {
+                        summary.rejected += len;
+                        problems.chunk_refused(&chunk, chunk.errors.iter().cloned());
+                        continue;
+                    }
+                    let body = match serde_json::to_vec(&chunk.orders) {
+                        Ok(body) => body,
+                        Err(error) => {
+                            tracing::error!(%error, chunk = chunk.index, "cannot serialise a chunk");
+                            summary.deferred += len;
+                            continue;
+                        }
+                    };
+                    let digest: Digest = Sha256::digest(&body).into();
+                    if memory.settled.contains(&digest) {
+                        summary.skipped += len;
+                        continue;
+                    }
+                    summary.submitted += len;
+                    let sink = &self.sink;
+                    pending.push(Pending {
+                        len,
+                        future: Box::pin(async move {
+                            let result = sink.submit(body, traceparent).await;
+                            SubmitDone { chunk, digest, result }
+                        }),
                     });
-                    problems.refused_by_order_processor(&chunk, &message, in_file);
-                    memory.settled.insert(digest);
-                }
-                Err(error) => {
-                    tracing::error!(%error, chunk = chunk.index, "chunk not stored; it is left for the next run");
-                    summary.deferred += len;
-                    stop_sending = true;
                 }
             }
         }
+        drop(rx);
         problems.finish();
         memory.problems_logged = true;
 
@@ -501,6 +552,7 @@ mod tests {
             Arc::clone(sink),
             OrdersSource::File(file.path().to_owned()),
             chunk,
+            1,
         )
     }
 
@@ -613,6 +665,50 @@ mod tests {
         let second = runner.run("test", None).await.unwrap();
         assert_eq!(second.outcome, Outcome::Completed);
         assert_eq!((second.skipped, second.inserted), (2, 3));
+    }
+
+    /// Counts how many submissions are under way at once.
+    struct ConcurrentSink {
+        now: std::sync::atomic::AtomicUsize,
+        most: std::sync::atomic::AtomicUsize,
+    }
+
+    impl OrderSink for Arc<ConcurrentSink> {
+        async fn submit(&self, body: Vec<u8>, _: Option<&str>) -> Result<Submitted, SubmitError> {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = self.now.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.now.fetch_sub(1, SeqCst);
+            let orders: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+            let n = orders.len() as u64;
+            Ok(Submitted::Accepted(WriteOutcome {
+                received: n,
+                inserted: n,
+                unchanged: 0,
+                conflicts: vec![],
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn chunks_travel_at_most_in_flight_at_once_and_all_arrive() {
+        let sink = Arc::new(ConcurrentSink {
+            now: Default::default(),
+            most: Default::default(),
+        });
+        let ids: Vec<i64> = (1..=40).collect();
+        let file = orders_file(&ids);
+        let runner = Runner::new(
+            Arc::clone(&sink),
+            OrdersSource::File(file.path().to_owned()),
+            4,
+            3,
+        );
+        let summary = runner.run("test", None).await.unwrap();
+        assert_eq!(summary.outcome, Outcome::Completed);
+        assert_eq!((summary.submitted, summary.inserted), (40, 40));
+        assert_eq!(sink.most.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
