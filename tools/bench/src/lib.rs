@@ -7,6 +7,8 @@
 //! 3. the latency the two sidecars add to `POST /orders`;
 //! 4. memory, binary sizes and start-up time of both services;
 //! 5. end-to-end throughput per chunk size;
+//! 6. a load test: single-order requests through both sidecars at the highest rate found,
+//!    held for a minute, with failures and lost orders counted;
 //!
 //! and where the end-to-end time goes (the same orders through fewer and fewer layers,
 //! CPU per process), then writes `report.md` and `report.json`. Every figure is the median
@@ -60,6 +62,12 @@ pub struct Options {
     /// Directory for the report (default: target/bench in the workspace).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Seconds of the sustained load test (default 60, or 10 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub load_seconds: Option<u64>,
+    /// Most orders the sustained load test may send (a bound besides the time).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub load_max_orders: usize,
 }
 
 /// What a run measures, from the options.
@@ -86,6 +94,14 @@ pub struct Plan {
     pub in_flight: Vec<usize>,
     /// The generator's base seed.
     pub seed: u64,
+    /// Concurrency levels the load test probes.
+    pub load_levels: Vec<usize>,
+    /// Seconds per probed level.
+    pub probe_seconds: u64,
+    /// Seconds of the sustained load.
+    pub load_seconds: u64,
+    /// Most orders of the sustained load.
+    pub load_max_orders: usize,
 }
 
 impl Plan {
@@ -104,6 +120,10 @@ impl Plan {
                 gap_chunks: vec![500, 2000],
                 in_flight: vec![1, 4],
                 seed: options.seed,
+                load_levels: vec![1, 4, 16],
+                probe_seconds: 2,
+                load_seconds: options.load_seconds.unwrap_or(10),
+                load_max_orders: options.load_max_orders,
             }
         } else {
             Self {
@@ -117,6 +137,10 @@ impl Plan {
                 gap_chunks: vec![500, 2000, 5000],
                 in_flight: vec![1, 2, 4],
                 seed: options.seed,
+                load_levels: vec![1, 2, 4, 8, 16, 32],
+                probe_seconds: 3,
+                load_seconds: options.load_seconds.unwrap_or(60),
+                load_max_orders: options.load_max_orders,
             }
         }
     }
@@ -236,8 +260,9 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     let overhead = overhead(&bench, &plan).await?;
     let footprint = footprint(&plan, &ready, &idle, &after, &largest_runs)?;
     let chunks = chunk_sweep(&mut bench, &plan, default_chunk_size).await?;
+    let load = load(&bench, &plan).await?;
 
-    let targets = report::evaluate(&throughput, &breakdown, &gap, &overhead, &footprint);
+    let targets = report::evaluate(&throughput, &breakdown, &gap, &overhead, &footprint, &load);
     let report = Report {
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         mode: plan.mode.to_owned(),
@@ -259,8 +284,61 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         footprint,
         chunks,
         gap,
+        load,
     };
     write(&report, &out)
+}
+
+/// 6: the load test. Probes the concurrency levels briefly, then holds the fastest one
+/// without failures for the planned time (bounded by a count too).
+async fn load(bench: &Bench, plan: &Plan) -> anyhow::Result<report::Load> {
+    let mut probe = Vec::new();
+    for &level in &plan.load_levels {
+        progress(format!(
+            "load probe: {level} workers for {} s",
+            plan.probe_seconds
+        ));
+        let sample = bench
+            .sustained_load(level, plan.probe_seconds, plan.load_max_orders)
+            .await?;
+        probe.push(report::LoadProbe {
+            concurrency: level,
+            rate: sample.rate,
+            errors: sample.errors,
+        });
+    }
+    let best = probe
+        .iter()
+        .filter(|p| p.errors == 0)
+        .max_by(|a, b| a.rate.total_cmp(&b.rate))
+        .map_or(1, |p| p.concurrency);
+    progress(format!(
+        "load: {best} workers for {} s (at most {} orders)",
+        plan.load_seconds, plan.load_max_orders
+    ));
+    let run = bench
+        .sustained_load(best, plan.load_seconds, plan.load_max_orders)
+        .await?;
+    Ok(report::Load {
+        seconds: plan.load_seconds,
+        probe_seconds: plan.probe_seconds,
+        max_orders: plan.load_max_orders,
+        probe,
+        sustained: report::LoadRun {
+            concurrency: run.concurrency,
+            seconds: run.seconds,
+            ok: run.ok,
+            errors: run.errors,
+            lost: i64::try_from(run.ok).unwrap_or(i64::MAX)
+                - i64::try_from(run.stored).unwrap_or(0),
+            rate: run.rate,
+            slowest_second: run.slowest_second,
+            p50_ms: run.latencies.p50,
+            p90_ms: run.latencies.p90,
+            p99_ms: run.latencies.p99,
+            machine_busy: run.cpu.machine_busy,
+        },
+    })
 }
 
 /// What "end to end" means in this report.
@@ -714,7 +792,15 @@ mod tests {
             runs: None,
             seed: 1,
             out: None,
+            load_seconds: None,
+            load_max_orders: 2_000_000,
         }
+    }
+
+    #[test]
+    fn the_full_plan_holds_the_load_for_a_minute_and_the_quick_one_briefly() {
+        assert_eq!(Plan::new(&options(false)).load_seconds, 60);
+        assert_eq!(Plan::new(&options(true)).load_seconds, 10);
     }
 
     #[test]

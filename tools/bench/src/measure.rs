@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -43,6 +43,29 @@ pub struct Bench {
     postmaster: u32,
     ticks_per_second: f64,
     next_id: AtomicI64,
+}
+
+/// One load run: single-order requests through both sidecars for a while.
+#[derive(Debug, Clone)]
+pub struct LoadSample {
+    /// Workers sending at once.
+    pub concurrency: usize,
+    /// How long it ran.
+    pub seconds: f64,
+    /// Requests answered 2xx.
+    pub ok: u64,
+    /// Requests that failed (transport error or non-2xx).
+    pub errors: u64,
+    /// Orders of this load found in the table afterwards.
+    pub stored: u64,
+    /// Successful requests per second.
+    pub rate: f64,
+    /// Successful requests in the slowest whole second.
+    pub slowest_second: u64,
+    /// Latencies of the successful requests.
+    pub latencies: Percentiles,
+    /// CPU per process and how busy the machine was.
+    pub cpu: CpuSample,
 }
 
 /// One end-to-end run.
@@ -448,6 +471,95 @@ impl Bench {
             all.merge(w)?;
         }
         Ok((all.percentiles(), all.count() as f64 / seconds))
+    }
+
+    /// Single-order `POST /orders` through both sidecars by `concurrency` workers, for
+    /// `seconds` or until `max_orders` were sent, whichever comes first. Errors are counted,
+    /// not fatal; afterwards the stored rows of this load are counted, so a lost order
+    /// shows as `ok - stored`.
+    pub async fn sustained_load(
+        &self,
+        concurrency: usize,
+        seconds: u64,
+        max_orders: usize,
+    ) -> anyhow::Result<LoadSample> {
+        let url = self.sidecar_url("order-processor", "orders");
+        let token = &self.stack.dapr_token;
+        let first_id = self.next_id.load(Ordering::Relaxed);
+        let issued = AtomicUsize::new(0);
+        let errors = AtomicUsize::new(0);
+        let per_second: Vec<AtomicU64> = (0..seconds.max(1)).map(|_| AtomicU64::new(0)).collect();
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let watched = self.watched()?;
+        let before = self.cpu_snapshot(&watched)?;
+        let worker = || async {
+            let mut latencies = Latencies::new()?;
+            while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max_orders {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let order = Order::new(0, id, "Load Customer", Decimal::new(4200, 2))
+                    .map_err(|e| anyhow::anyhow!("invalid order: {e:?}"))?;
+                let sent = Instant::now();
+                let response = self
+                    .http
+                    .post(&url)
+                    .header("dapr-api-token", token)
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(serde_json::to_vec(&order)?)
+                    .send()
+                    .await;
+                let ok = match response {
+                    Ok(response) => {
+                        let status = response.status();
+                        response.bytes().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if ok {
+                    latencies.record(sent.elapsed());
+                    let second = sent.duration_since(started).as_secs() as usize;
+                    if let Some(bucket) = per_second.get(second) {
+                        bucket.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(latencies)
+        };
+        let workers =
+            futures_util::future::try_join_all((0..concurrency.max(1)).map(|_| worker())).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = self.cpu_snapshot(&watched)?;
+        let mut all = Latencies::new()?;
+        for w in &workers {
+            all.merge(w)?;
+        }
+        let last_id = self.next_id.load(Ordering::Relaxed);
+        let stored: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM app.orders WHERE orderid >= $1 AND orderid < $2",
+        )
+        .bind(first_id)
+        .bind(last_id)
+        .fetch_one(&self.admin)
+        .await?;
+        let ok = all.count();
+        let full_seconds: Vec<u64> = per_second
+            .iter()
+            .take(elapsed.floor() as usize)
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        Ok(LoadSample {
+            concurrency,
+            seconds: elapsed,
+            ok,
+            errors: errors.load(Ordering::Relaxed) as u64,
+            stored: u64::try_from(stored).unwrap_or(0),
+            rate: ok as f64 / elapsed,
+            slowest_second: full_seconds.iter().copied().min().unwrap_or(0),
+            latencies: all.percentiles(),
+            cpu: self.cpu_delta(&before, &after),
+        })
     }
 
     /// Restarts `app` and returns the milliseconds from spawning it to `/readyz`

@@ -60,6 +60,61 @@ pub struct Report {
     /// What would close the gap to the target: batch's path with bigger chunks and several
     /// chunks in flight, sent by the benchmark as batch would.
     pub gap: Gap,
+    /// 6: the load test, sustained single-order requests through both sidecars.
+    pub load: Load,
+}
+
+/// The load test: the highest rate found by a short probe of concurrency levels, then held.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// How long the sustained run was meant to last, in seconds.
+    pub seconds: u64,
+    /// How long each probed level ran, in seconds.
+    pub probe_seconds: u64,
+    /// The most orders it could send (a bound, besides the time).
+    pub max_orders: usize,
+    /// Each probed concurrency: successful requests per second and errors.
+    pub probe: Vec<LoadProbe>,
+    /// The sustained run, at the probe's best concurrency.
+    pub sustained: LoadRun,
+}
+
+/// One probed concurrency level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadProbe {
+    /// Workers sending at once.
+    pub concurrency: usize,
+    /// Successful requests per second.
+    pub rate: f64,
+    /// Failed requests.
+    pub errors: u64,
+}
+
+/// The sustained load run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadRun {
+    /// Workers sending at once.
+    pub concurrency: usize,
+    /// How long it ran, in seconds.
+    pub seconds: f64,
+    /// Requests answered 2xx.
+    pub ok: u64,
+    /// Failed requests (transport errors or non-2xx answers).
+    pub errors: u64,
+    /// Orders answered 2xx but not in the table afterwards.
+    pub lost: i64,
+    /// Successful requests per second over the run.
+    pub rate: f64,
+    /// Successful requests in the slowest whole second.
+    pub slowest_second: u64,
+    /// Latency of the successful requests, ms.
+    pub p50_ms: f64,
+    /// 90th percentile, ms.
+    pub p90_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// Busy fraction of all cores during the run.
+    pub machine_busy: f64,
 }
 
 /// How the run was set up.
@@ -363,6 +418,7 @@ pub fn evaluate(
     gap: &Gap,
     overhead: &Overhead,
     footprint: &Footprint,
+    load: &Load,
 ) -> Vec<Target> {
     let mut targets = Vec::new();
     let largest = throughput.iter().max_by_key(|r| r.orders);
@@ -462,7 +518,32 @@ pub fn evaluate(
                 .to_owned(),
         });
     }
+    targets.push(load_target(load));
     targets
+}
+
+/// The load test's target: no error and no lost order while the machine is saturated.
+fn load_target(load: &Load) -> Target {
+    let run = &load.sustained;
+    let met = run.errors == 0 && run.lost == 0 && run.ok > 0;
+    Target {
+        name: format!(
+            "Load: {} s of single-order POST /orders through both sidecars, at the highest rate found",
+            load.seconds
+        ),
+        limit: "no failed request and no lost order".to_owned(),
+        measured: format!(
+            "{} requests at {}/s with {} workers (slowest second {}), {} failed, {} lost",
+            thousands(run.ok as f64),
+            thousands(run.rate),
+            run.concurrency,
+            thousands(run.slowest_second as f64),
+            run.errors,
+            run.lost
+        ),
+        verdict: if met { Verdict::Met } else { Verdict::Missed },
+        note: String::new(),
+    }
 }
 
 fn verdict(met: bool, measured: bool) -> Verdict {
@@ -896,6 +977,48 @@ pub fn markdown(report: &Report) -> String {
             c.default_chunk_size
         );
     }
+    let l = &report.load;
+    let run = &l.sustained;
+    let _ = writeln!(
+        md,
+        "\n## 6. Load: sustained `POST /orders` through both sidecars\n\n\
+         One new order per request, to batch's sidecar (`/v1.0/invoke/order-processor/method/orders`), \
+         on loopback. A probe of {} s per level finds the concurrency with the highest rate \
+         and no failures; then {} s (at most {} orders) at that level. Afterwards the orders \
+         answered 2xx are counted in the table: a missing one is lost.\n",
+        l.probe_seconds,
+        l.seconds,
+        thousands(l.max_orders as f64)
+    );
+    let _ = writeln!(md, "| workers | requests/s | failed |");
+    let _ = writeln!(md, "| ---: | ---: | ---: |");
+    for p in &l.probe {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} |",
+            p.concurrency,
+            thousands(p.rate),
+            p.errors
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nSustained with {} workers for {} s: {} requests answered 2xx, {}/s (slowest whole \
+         second: {}), {} failed, {} lost; latency p50 {} ms, p90 {} ms, p99 {} ms; all cores \
+         {} busy.",
+        run.concurrency,
+        decimal(run.seconds, 1),
+        thousands(run.ok as f64),
+        thousands(run.rate),
+        thousands(run.slowest_second as f64),
+        run.errors,
+        run.lost,
+        decimal(run.p50_ms, 2),
+        decimal(run.p90_ms, 2),
+        decimal(run.p99_ms, 2),
+        percent(run.machine_busy)
+    );
+
     md
 }
 
@@ -978,6 +1101,44 @@ mod tests {
             ms_per_chunk: s(ms),
             cpu_ms_per_1000_orders: s(10.0),
         }
+    }
+
+    fn load(errors: u64, lost: i64) -> Load {
+        Load {
+            seconds: 60,
+            probe_seconds: 3,
+            max_orders: 2_000_000,
+            probe: vec![LoadProbe {
+                concurrency: 4,
+                rate: 900.0,
+                errors: 0,
+            }],
+            sustained: LoadRun {
+                concurrency: 4,
+                seconds: 60.0,
+                ok: 54_000,
+                errors,
+                lost,
+                rate: 900.0,
+                slowest_second: 850,
+                p50_ms: 4.0,
+                p90_ms: 6.0,
+                p99_ms: 9.0,
+                machine_busy: 0.95,
+            },
+        }
+    }
+
+    #[test]
+    fn a_load_without_failures_or_losses_meets_its_target_and_any_of_either_misses_it() {
+        assert_eq!(load_target(&load(0, 0)).verdict, Verdict::Met);
+        assert_eq!(load_target(&load(1, 0)).verdict, Verdict::Missed);
+        assert_eq!(load_target(&load(0, 1)).verdict, Verdict::Missed);
+        assert!(
+            load_target(&load(0, 0))
+                .measured
+                .contains("54,000 requests at 900/s")
+        );
     }
 
     fn gap() -> Gap {
@@ -1077,11 +1238,16 @@ mod tests {
             &gap(),
             &overhead(),
             &footprint(10_000.0, 20.0),
+            &load(0, 0),
         );
         let e2e = &targets[0];
         assert_eq!(e2e.verdict, Verdict::Missed);
         assert!(e2e.measured.starts_with("10.0 %"), "{}", e2e.measured);
-        assert!(e2e.note.contains("averages 12.0 ms per chunk"), "{}", e2e.note);
+        assert!(
+            e2e.note.contains("averages 12.0 ms per chunk"),
+            "{}",
+            e2e.note
+        );
         assert!(
             e2e.note.contains("Dapr's PostgreSQL binding adds +3.0 ms"),
             "{}",
@@ -1104,6 +1270,7 @@ mod tests {
             &gap(),
             &overhead(),
             &footprint(10_000.0, 20.0),
+            &load(0, 0),
         );
         assert_eq!(targets[0].verdict, Verdict::Met);
         assert!(targets[0].note.is_empty());
@@ -1117,6 +1284,7 @@ mod tests {
             &gap(),
             &overhead(),
             &footprint(10_000.0, 20.0),
+            &load(0, 0),
         );
         assert_eq!(targets[0].verdict, Verdict::NotMeasured);
     }
@@ -1129,6 +1297,7 @@ mod tests {
             &gap(),
             &overhead(),
             &footprint(25_000.0, 150.0),
+            &load(0, 0),
         );
         let by_name = |n: &str| targets.iter().find(|t| t.name.contains(n)).unwrap();
         assert_eq!(by_name("resident memory").verdict, Verdict::Missed);
@@ -1171,12 +1340,14 @@ mod tests {
                 &gap(),
                 &overhead(),
                 &footprint(10_000.0, 20.0),
+                &load(0, 0),
             ),
             throughput,
             breakdown: breakdown(),
             overhead: overhead(),
             footprint: footprint(10_000.0, 20.0),
             gap: gap(),
+            load: load(0, 0),
             chunks: ChunkSweep {
                 orders: 100_000,
                 default_chunk_size: 500,
