@@ -4,7 +4,8 @@
 # and writes target/bench/report.md and report.json (plus timestamped copies). It installs
 # what is missing as scripts/test.sh does (PostgreSQL from Debian's packages, daprd built
 # from Go modules) and stops the PostgreSQL it started at the end. Arguments go to the
-# benchmark: --quick for a smoke run of a minute or two, --runs N, --seed S, --out DIR.
+# benchmark: --quick for a smoke run of two minutes, --runs N, --seed S, --out DIR,
+# --load-seconds N for the load test's sustained part (60 by default; loopback only).
 # See docs/benchmark.md.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
