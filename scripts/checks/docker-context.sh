@@ -234,9 +234,18 @@ for dockerfile in "${DOCKERFILES[@]}"; do
     done
   done < <(grep -E '^COPY ' "$dockerfile" | grep -v -- '--from=')
 
-  # COPY keeps old modification times: without the touch, cargo keeps the stand-ins.
-  if grep -qF "fn main() {}" "$dockerfile" && ! grep -qE '^RUN find src tests -type f -exec touch' "$dockerfile"; then
-    fail "$dockerfile builds stand-in sources first but does not touch the real ones before building them: cargo would keep the stand-in binary"
+  # COPY keeps old modification times: without the touch, cargo keeps the stand-ins. The
+  # touch must reach the top folder of every workspace member.
+  if grep -qF "fn main() {}" "$dockerfile"; then
+    touch_line="$(grep -E '^RUN find [a-z/ ]+ -type f -exec touch' "$dockerfile" || true)"
+    if [ -z "$touch_line" ]; then
+      fail "$dockerfile builds stand-in sources first but does not touch the real ones before building them: cargo would keep the stand-in binary"
+    else
+      for member in "${MEMBERS[@]}"; do
+        [[ " ${touch_line#RUN find } " == *" ${member%%/*} "* ]] ||
+          fail "$dockerfile does not touch ${member%%/*}/ after copying it: cargo would keep the stand-in build of $member"
+      done
+    fi
   fi
 
   for member in "${MEMBERS[@]}"; do
