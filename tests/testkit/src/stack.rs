@@ -480,6 +480,32 @@ impl Drop for TempDir {
     }
 }
 
+impl StackOptions {
+    /// Debug builds, the cron every second, `orders` sent in chunks of `chunk_size`.
+    pub fn every_second(orders: String, chunk_size: usize) -> Self {
+        Self {
+            schedule: "@every 1s".to_owned(),
+            orders,
+            chunk_size,
+            batch_env: Vec::new(),
+            release: false,
+        }
+    }
+}
+
+/// The rows [`orders_json`] stores, as [`Stack::stored`] reads them.
+pub fn expected_rows(first: i64, count: i64) -> Vec<(i64, String, String)> {
+    (first..first + count)
+        .map(|id| {
+            (
+                id,
+                format!("Customer {id}"),
+                format!("{}.{:02}", id % 1000, id % 100),
+            )
+        })
+        .collect()
+}
+
 /// An orders file of `count` orders with ids from `first`, in the bundled file's format.
 pub fn orders_json(first: i64, count: i64) -> String {
     let orders: Vec<String> = (first..first + count)

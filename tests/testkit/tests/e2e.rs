@@ -6,31 +6,9 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::stack::{Stack, StackOptions, orders_json};
+use testkit::stack::{Stack, StackOptions, expected_rows, orders_json};
 
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn expected(first: i64, count: i64) -> Vec<(i64, String, String)> {
-    (first..first + count)
-        .map(|id| {
-            (
-                id,
-                format!("Customer {id}"),
-                format!("{}.{:02}", id % 1000, id % 100),
-            )
-        })
-        .collect()
-}
-
-fn options(orders: String, chunk_size: usize) -> StackOptions {
-    StackOptions {
-        schedule: "@every 1s".to_owned(),
-        orders,
-        chunk_size,
-        batch_env: Vec::new(),
-        release: false,
-    }
-}
 
 fn runs(stack: &Stack) -> usize {
     stack.summaries().len()
@@ -38,7 +16,7 @@ fn runs(stack: &Stack) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_order_of_the_file_is_stored_exactly_once_after_several_ticks() {
-    let stack = Stack::start(options(orders_json(1, 250), 40)).await;
+    let stack = Stack::start(StackOptions::every_second(orders_json(1, 250), 40)).await;
     stack
         .wait_until("all 250 orders stored", PATIENCE, || async {
             stack.stored().await.len() >= 250
@@ -51,7 +29,7 @@ async fn every_order_of_the_file_is_stored_exactly_once_after_several_ticks() {
         })
         .await;
 
-    assert_eq!(stack.stored().await, expected(1, 250));
+    assert_eq!(stack.stored().await, expected_rows(1, 250));
     let summaries = stack.summaries();
     let first = summaries
         .iter()
@@ -80,7 +58,7 @@ async fn a_file_with_bad_orders_stores_none_of_a_rejected_chunk_and_says_which()
             r#""orderid":15,"customer":"Customer 15","price":-15.15"#,
         )
         .replace(r#""customer":"Customer 37""#, r#""customer":"  ""#);
-    let stack = Stack::start(options(orders, 10)).await;
+    let stack = Stack::start(StackOptions::every_second(orders, 10)).await;
     stack
         .wait_until("two runs", PATIENCE, || async { runs(&stack) >= 2 })
         .await;
@@ -111,7 +89,7 @@ async fn a_file_with_bad_orders_stores_none_of_a_rejected_chunk_and_says_which()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
-    let stack = Stack::start(options(orders_json(1, 1), 10)).await;
+    let stack = Stack::start(StackOptions::every_second(orders_json(1, 1), 10)).await;
     let url = format!(
         "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
         stack.batch.http
@@ -134,7 +112,7 @@ async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
     let total = 6000;
-    let mut stack = Stack::start(options(orders_json(1, total), 20)).await;
+    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 20)).await;
     stack
         .wait_until("the first rows", PATIENCE, || async {
             !stack.stored().await.is_empty()
@@ -162,7 +140,7 @@ async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
             runs(&stack) >= settled + 2
         })
         .await;
-    assert_eq!(stack.stored().await, expected(1, total));
+    assert_eq!(stack.stored().await, expected_rows(1, total));
     assert!(
         stack
             .summaries()
@@ -176,7 +154,7 @@ async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_stops_within_the_grace_period_mid_run_and_the_next_run_completes_the_file() {
     let total = 20_000;
-    let mut stack = Stack::start(options(orders_json(1, total), 10)).await;
+    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 10)).await;
     stack
         .wait_until("a tick skipped during a run", PATIENCE, || async {
             stack
@@ -201,13 +179,13 @@ async fn batch_stops_within_the_grace_period_mid_run_and_the_next_run_completes_
             stack.stored().await.len() >= total as usize
         })
         .await;
-    assert_eq!(stack.stored().await, expected(1, total));
+    assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_batch_sends_the_file_again_and_duplicates_nothing() {
     let total = 300;
-    let mut stack = Stack::start(options(orders_json(1, total), 50)).await;
+    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 50)).await;
     stack
         .wait_until("every order stored", PATIENCE, || async {
             stack.stored().await.len() >= total as usize
@@ -230,12 +208,12 @@ async fn a_restarted_batch_sends_the_file_again_and_duplicates_nothing() {
     assert_eq!(resent["already_present"], total);
     assert_eq!(resent["inserted"], 0);
     assert_eq!(resent["outcome"], "completed");
-    assert_eq!(stack.stored().await, expected(1, total));
+    assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_sidecar_is_refused_the_postgresql_binding() {
-    let stack = Stack::start(options(orders_json(1, 5), 10)).await;
+    let stack = Stack::start(StackOptions::every_second(orders_json(1, 5), 10)).await;
     stack
         .wait_until("5 orders stored", PATIENCE, || async {
             stack.stored().await.len() == 5
@@ -265,7 +243,7 @@ async fn batch_sidecar_is_refused_the_postgresql_binding() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn calls_without_the_api_tokens_are_refused_by_sidecars_and_apps() {
-    let stack = Stack::start(options(orders_json(1, 1), 10)).await;
+    let stack = Stack::start(StackOptions::every_second(orders_json(1, 1), 10)).await;
     let anonymous = reqwest::Client::new();
     let orders = json!([{"orderid": 77, "customer": "Mallory", "price": 1}]);
 

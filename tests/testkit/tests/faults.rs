@@ -6,31 +6,9 @@
 use std::time::Duration;
 
 use testkit::pg::{PrivateServer, TestDb};
-use testkit::stack::{Stack, StackOptions, orders_json};
+use testkit::stack::{Stack, StackOptions, expected_rows, orders_json};
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn expected(first: i64, count: i64) -> Vec<(i64, String, String)> {
-    (first..first + count)
-        .map(|id| {
-            (
-                id,
-                format!("Customer {id}"),
-                format!("{}.{:02}", id % 1000, id % 100),
-            )
-        })
-        .collect()
-}
-
-fn options(orders: String, chunk_size: usize) -> StackOptions {
-    StackOptions {
-        schedule: "@every 1s".to_owned(),
-        orders,
-        chunk_size,
-        batch_env: Vec::new(),
-        release: false,
-    }
-}
 
 /// Whether the daprd under test pings PostgreSQL when the binding starts (1.15 and newer).
 fn pings_database_at_start() -> bool {
@@ -60,7 +38,7 @@ async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_no
     let total = 6000;
     let server = PrivateServer::start();
     let db = TestDb::create_on(&server.admin_url()).await;
-    let stack = Stack::start_on(options(orders_json(1, total), 20), db).await;
+    let stack = Stack::start_on(StackOptions::every_second(orders_json(1, total), 20), db).await;
     stack
         .wait_until("the first rows", PATIENCE, || async {
             !stack.stored().await.is_empty()
@@ -76,7 +54,7 @@ async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_no
             stack.stored().await.len() >= total as usize
         })
         .await;
-    assert_eq!(stack.stored().await, expected(1, total));
+    assert_eq!(stack.stored().await, expected_rows(1, total));
     assert!(
         deferred_runs(&stack) > 0,
         "no run saw the database down:\n{}",
@@ -87,7 +65,7 @@ async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_no
 #[tokio::test(flavor = "multi_thread")]
 async fn order_processor_sidecar_restarted_during_a_run_loses_and_duplicates_nothing() {
     let total = 6000;
-    let mut stack = Stack::start(options(orders_json(1, total), 20)).await;
+    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 20)).await;
     stack
         .wait_until("the first rows", PATIENCE, || async {
             !stack.stored().await.is_empty()
@@ -110,7 +88,7 @@ async fn order_processor_sidecar_restarted_during_a_run_loses_and_duplicates_not
             stack.stored().await.len() >= total as usize
         })
         .await;
-    assert_eq!(stack.stored().await, expected(1, total));
+    assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,7 +98,7 @@ async fn the_binding_sidecar_exits_while_postgres_is_down_and_works_once_it_is_u
     // replica. This shows both halves (and what older lines do instead).
     let server = PrivateServer::start();
     let db = TestDb::create_on(&server.admin_url()).await;
-    let mut stack = Stack::start_on(options(orders_json(1, 50), 10), db).await;
+    let mut stack = Stack::start_on(StackOptions::every_second(orders_json(1, 50), 10), db).await;
     stack
         .wait_until("50 orders", PATIENCE, || async {
             stack.stored().await.len() == 50
