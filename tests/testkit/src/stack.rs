@@ -297,6 +297,24 @@ impl Stack {
         fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
     }
 
+    /// The URL of order-processor's `POST /orders` through batch's sidecar.
+    pub fn orders_via_sidecars(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
+            self.batch.http
+        )
+    }
+
+    /// Posts `orders` (JSON) to order-processor through both sidecars, with the token.
+    pub async fn post_orders(&self, orders: &impl serde::Serialize) -> reqwest::Response {
+        self.sidecar_client()
+            .post(self.orders_via_sidecars())
+            .json(orders)
+            .send()
+            .await
+            .expect("POST /orders through the sidecars")
+    }
+
     /// Runs batch now (through its sidecar, as a caller would) and returns the summary.
     pub async fn run_now(&self) -> serde_json::Value {
         let url = format!(

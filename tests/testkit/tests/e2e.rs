@@ -90,17 +90,9 @@ async fn a_file_with_bad_orders_stores_none_of_a_rejected_chunk_and_says_which()
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
     let stack = Stack::start(StackOptions::every_second(orders_json(1, 1), 10)).await;
-    let url = format!(
-        "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
-        stack.batch.http
-    );
     let response = stack
-        .sidecar_client()
-        .post(&url)
-        .json(&json!([{"orderid": 900, "customer": "A", "price": 1}, {"orderid": 901, "customer": "B", "price": "1.999"}]))
-        .send()
-        .await
-        .unwrap();
+        .post_orders(&json!([{"orderid": 900, "customer": "A", "price": 1}, {"orderid": 901, "customer": "B", "price": "1.999"}]))
+        .await;
     assert_eq!(response.status(), 422);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_orders");
@@ -283,10 +275,7 @@ async fn calls_without_the_api_tokens_are_refused_by_sidecars_and_apps() {
 
     // To a sidecar without the Dapr API token: refused by daprd.
     let via_sidecar = anonymous
-        .post(format!(
-            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
-            stack.batch.http
-        ))
+        .post(stack.orders_via_sidecars())
         .json(&orders)
         .send()
         .await
@@ -294,16 +283,7 @@ async fn calls_without_the_api_tokens_are_refused_by_sidecars_and_apps() {
     assert_eq!(via_sidecar.status(), 401);
 
     // With it, the call goes through both sidecars and the app accepts the sidecar's token.
-    let allowed = stack
-        .sidecar_client()
-        .post(format!(
-            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
-            stack.batch.http
-        ))
-        .json(&orders)
-        .send()
-        .await
-        .unwrap();
+    let allowed = stack.post_orders(&orders).await;
     assert_eq!(allowed.status(), 200, "{}", allowed.text().await.unwrap());
     assert!(stack.stored().await.iter().any(|row| row.0 == 77));
 }

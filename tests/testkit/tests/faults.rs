@@ -136,15 +136,8 @@ async fn the_binding_sidecar_exits_while_postgres_is_down_and_works_once_it_is_u
     stack.start_sidecar("order-processor");
     stack.wait_ready("order-processor").await;
     let response = stack
-        .sidecar_client()
-        .post(format!(
-            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
-            stack.batch.http
-        ))
-        .json(&serde_json::json!([{"orderid": 51, "customer": "After", "price": 1}]))
-        .send()
-        .await
-        .unwrap();
+        .post_orders(&serde_json::json!([{"orderid": 51, "customer": "After", "price": 1}]))
+        .await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     assert_eq!(stack.stored().await.len(), 51);
 }

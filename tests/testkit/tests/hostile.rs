@@ -151,16 +151,7 @@ async fn sql_sent_through_the_sidecars_is_stored_as_data() {
         .enumerate()
         .map(|(i, customer)| json!({"orderid": 100 + i, "customer": customer, "price": "0.99"}))
         .collect();
-    let response = stack
-        .sidecar_client()
-        .post(format!(
-            "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders",
-            stack.batch.http
-        ))
-        .json(&orders)
-        .send()
-        .await
-        .unwrap();
+    let response = stack.post_orders(&orders).await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     let stored: Vec<String> = stack
         .stored()
