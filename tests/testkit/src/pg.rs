@@ -250,9 +250,10 @@ impl PrivateServer {
         }
     }
 
-    fn as_owner(&self, program: &str, args: &[&str]) {
+    /// Runs a server program as the cluster's owner.
+    fn run_as_owner(&self, program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
         let path = self.bin.join(program);
-        let output = if is_root() {
+        if is_root() {
             Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(&path)
@@ -261,7 +262,12 @@ impl PrivateServer {
         } else {
             Command::new(&path).args(args).output()
         }
-        .unwrap_or_else(|e| panic!("run {}: {e}", path.display()));
+    }
+
+    fn as_owner(&self, program: &str, args: &[&str]) {
+        let output = self
+            .run_as_owner(program, args)
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
         assert!(
             output.status.success(),
             "{program} failed: {}{}",
@@ -273,18 +279,8 @@ impl PrivateServer {
 
 impl Drop for PrivateServer {
     fn drop(&mut self) {
-        let path = self.bin.join("pg_ctl");
         let data = self.data();
-        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
-        let _ = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&path)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&path).args(args).output()
-        };
+        let _ = self.run_as_owner("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
