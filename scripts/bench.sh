@@ -22,11 +22,7 @@ trap finish EXIT
 
 ensure_rust
 export SQLX_OFFLINE=true
-pg_running "$PG_DATA" || STARTED_PG=yes
-TEST_DATABASE_URL="$(pg_start "$PG_DATA" "$(free_port)")"
-export TEST_DATABASE_URL
-DAPRD="$(daprd_path)"
-export DAPRD
+start_test_server "$PG_DATA"
 
 say "building both services and the benchmark (release; the first time takes several minutes)"
 # The services are built alone, as a deployment builds them (and as the benchmark's own

@@ -199,7 +199,7 @@ check_sqlx_offline_data() {
   port="$(url_port "$TEST_DATABASE_URL")"
   PGOPTIONS="-c client_min_messages=warning" psql "$TEST_DATABASE_URL" -Xq \
     -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-  psql "postgres://postgres:$(cat "$STATE_DIR/postgres-test.password")@127.0.0.1:$port/$db" -Xq \
+  psql "${TEST_DATABASE_URL%/postgres}/$db" -Xq \
     -v app_role=sqlx_check -v app_password=sqlx-check -f "$ROOT/db/bootstrap.sql"
   local url="postgres://sqlx_check:sqlx-check@127.0.0.1:$port/$db"
   DATABASE_URL="$url" cargo sqlx migrate run --source "$ROOT/src/order-processor/migrations" >/dev/null
@@ -334,4 +334,15 @@ use_local_database() {
   admin="$(pg_start "$1" "$2")"
   DATABASE_URL="$(pg_orders_database "$admin" "$STATE_DIR/order-processor.password")"
   say "database: orders on 127.0.0.1:$(url_port "$admin") as the ordinary role order_processor"
+}
+
+# start_test_server DATA_DIR: starts (or reuses) the throwaway cluster in DATA_DIR on a free
+# port and exports its superuser URL as TEST_DATABASE_URL and the daprd to use as DAPRD,
+# which the tests and the benchmark read; sets STARTED_PG=yes when it started the cluster.
+start_test_server() {
+  # shellcheck disable=SC2034 # read by the calling script
+  pg_running "$1" || STARTED_PG=yes
+  TEST_DATABASE_URL="$(pg_start "$1" "$(free_port)")"
+  DAPRD="$(daprd_path)"
+  export TEST_DATABASE_URL DAPRD
 }

@@ -58,11 +58,7 @@ say "infra/, azure.yaml, Dockerfiles, workflows, dev container: offline checks (
 CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/static
 
-pg_running "$PG_DATA" || STARTED_PG=yes
-TEST_DATABASE_URL="$(pg_start "$PG_DATA" "$(free_port)")"
-export TEST_DATABASE_URL
-DAPRD="$(daprd_path)"
-export DAPRD
+start_test_server "$PG_DATA"
 
 say "sqlx offline data (.sqlx/) matches the queries"
 check_sqlx_offline_data

@@ -65,22 +65,6 @@ pub struct Summary {
     pub error: Option<String>,
 }
 
-/// A chunk on its way to order-processor.
-struct Pending<'a> {
-    len: u64,
-    future: std::pin::Pin<Box<dyn Future<Output = SubmitDone> + Send + 'a>>,
-}
-
-impl Future for Pending<'_> {
-    type Output = SubmitDone;
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<SubmitDone> {
-        self.future.as_mut().poll(cx)
-    }
-}
-
 /// What became of a chunk that was sent.
 struct SubmitDone {
     chunk: Chunk,
@@ -227,17 +211,19 @@ impl<S: OrderSink> Runner<S> {
         // Up to `in_flight` chunks are on their way at once: while order-processor and the
         // database work on one, the next is already travelling through the sidecars.
         let mut pending = FuturesUnordered::new();
+        let mut orders_in_flight = 0u64;
         let mut reading = true;
         let mut stop_sending = false;
         while reading || !pending.is_empty() {
             tokio::select! {
                 () = self.cancel.cancelled() => {
-                    summary.deferred += pending.iter().map(|p: &Pending| p.len).sum::<u64>();
+                    summary.deferred += orders_in_flight;
                     break;
                 }
                 Some(done) = pending.next(), if !pending.is_empty() => {
                     let SubmitDone { chunk, digest, result } = done;
                     let len = chunk.len as u64;
+                    orders_in_flight -= len;
                     match result {
                         Ok(Submitted::Accepted(outcome)) => {
                             summary.inserted += outcome.inserted;
@@ -293,13 +279,11 @@ impl<S: OrderSink> Runner<S> {
                         continue;
                     }
                     summary.submitted += len;
+                    orders_in_flight += len;
                     let sink = &self.sink;
-                    pending.push(Pending {
-                        len,
-                        future: Box::pin(async move {
-                            let result = sink.submit(body, traceparent).await;
-                            SubmitDone { chunk, digest, result }
-                        }),
+                    pending.push(async move {
+                        let result = sink.submit(body, traceparent).await;
+                        SubmitDone { chunk, digest, result }
                     });
                 }
             }

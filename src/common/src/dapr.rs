@@ -61,11 +61,6 @@ impl Sidecar {
         })
     }
 
-    /// The sidecar's base URL, e.g. `http://127.0.0.1:3500`.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// Succeeds when the sidecar reports itself ready for the app's outbound calls.
     pub async fn outbound_health(&self) -> Result<(), SidecarError> {
         let url = format!("{}/v1.0/healthz/outbound", self.base);

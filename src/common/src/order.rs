@@ -352,14 +352,13 @@ impl<'de> Deserialize<'de> for Fields {
     }
 }
 
-/// Parses an order list from JSON text, for tests and tools.
-pub fn raw_values(json: &str) -> Result<Vec<Box<RawValue>>, serde_json::Error> {
-    serde_json::from_str(json)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn raw_values(json: &str) -> Result<Vec<Box<RawValue>>, serde_json::Error> {
+        serde_json::from_str(json)
+    }
 
     fn parse(json: &str) -> Result<Order, Vec<OrderError>> {
         let raw: Box<RawValue> = serde_json::from_str(json).unwrap();

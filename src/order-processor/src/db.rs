@@ -41,8 +41,8 @@ pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
     }
 }
 
-/// The pool's limits, shared with tests.
-pub fn pool_options(config: &Config) -> PgPoolOptions {
+/// The pool's limits and timeouts.
+fn pool_options(config: &Config) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .min_connections(0)
