@@ -1,12 +1,13 @@
--- Creates the ordinary role order-processor connects as, and a schema it owns, in the
--- current database. Run as a superuser or the database owner, with psql:
+-- Creates the ordinary role order-processor connects as and lets it use the current
+-- database: CONNECT, TEMPORARY and CREATE, so that the app's migrations can create the
+-- schema `app` they own. Run as a superuser or the database owner, with psql:
 --
 --   psql "$ADMIN_URL" -v app_role=order_processor -v app_password=... -f db/bootstrap.sql
 --
 -- The role gets no superuser, CREATEDB or CREATEROLE rights and no CREATE on `public`
 -- (the default since PostgreSQL 15), so a grant this template forgets fails locally just
--- as it would in Azure. In Azure the bootstrap job does the same for the app's managed
--- identity. Safe to run again, and from several processes at once.
+-- as it would in Azure. In Azure `order-processor bootstrap` gives the app's managed
+-- identity the same grants. Safe to run again, and from several processes at once.
 \set ON_ERROR_STOP on
 SET client_min_messages = warning;
 
@@ -34,7 +35,4 @@ BEGIN
 END
 $$;
 
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT CONNECT, TEMPORARY ON DATABASE :"DBNAME" TO :"app_role";
-CREATE SCHEMA IF NOT EXISTS app AUTHORIZATION :"app_role";
-ALTER ROLE :"app_role" IN DATABASE :"DBNAME" SET search_path = app;
+GRANT CONNECT, TEMPORARY, CREATE ON DATABASE :"DBNAME" TO :"app_role";

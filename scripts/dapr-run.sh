@@ -63,7 +63,7 @@ cat >&2 <<INFO
   Logs:     target/debug/.dapr/logs/ (the apps' logs also appear below)
   Orders:   curl -s http://127.0.0.1:3502/v1.0/invoke/order-processor/method/orders
   Run now:  curl -s -X POST http://127.0.0.1:3502/v1.0/invoke/batch/method/runs
-  Database: psql '$DATABASE_URL' -c 'SELECT * FROM orders'
+  Database: psql '$DATABASE_URL' -c 'SELECT * FROM app.orders'
   Apps:     $DAPR list
   Press Ctrl-C (or run '$DAPR stop -f .') to stop.
 

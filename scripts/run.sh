@@ -18,6 +18,8 @@ PIDS=()
 STARTED_PG=""
 cleanup() {
   trap - INT TERM EXIT
+  # Finish even if whatever read our output is gone (a pipe closed by the same Ctrl-C).
+  trap '' PIPE
   say "stopping everything this run started"
   stop_processes "${PIDS[@]}"
   [ -n "$STARTED_PG" ] && pg_stop "$PG_DATA"
@@ -32,7 +34,9 @@ ensure_rust
 DAPRD_BIN="$(daprd_path)"
 say "using daprd $("$DAPRD_BIN" --version) at $DAPRD_BIN"
 
-trap cleanup INT TERM EXIT
+trap cleanup EXIT
+# Ctrl-C (or SIGTERM) is how a run ends: clean up through the EXIT trap, and succeed.
+trap 'exit 0' INT TERM
 use_local_database "$PG_DATA" "$PG_PORT"
 
 say "building the services"
@@ -75,7 +79,7 @@ cat >&2 <<INFO
   Running. Logs: ${LOGS#"$ROOT"/}/
   Orders:        curl -s -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/order-processor/method/orders
   Run now:       curl -s -X POST -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/batch/method/runs
-  Database:      psql '$DATABASE_URL' -c 'SELECT * FROM orders'
+  Database:      psql '$DATABASE_URL' -c 'SELECT * FROM app.orders'
   (The apps take API calls from their sidecars only; the tokens above are new each run.)
   Press Ctrl-C to stop.
 
@@ -85,7 +89,7 @@ while true; do
   for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || die "a process stopped unexpectedly; see $LOGS"
   done
-  count="$(psql "$DATABASE_URL" -XtAq -c "SELECT count(*) FROM orders" 2>/dev/null || echo '?')"
+  count="$(psql "$DATABASE_URL" -XtAq -c "SELECT count(*) FROM app.orders" 2>/dev/null || echo '?')"
   summary="$( (grep '"run finished"' "$LOGS/batch.log" 2>/dev/null || true) | tail -n 1 |
     sed -E 's/.*"outcome":"([a-z_]+)".*"read":([0-9]+).*"submitted":([0-9]+).*"inserted":([0-9]+).*"already_present":([0-9]+).*"rejected":([0-9]+).*"duration_ms":([0-9]+).*/last run: \1, read \2, submitted \3, new \4, already there \5, rejected \6, \7 ms/')"
   line="orders in the database: $count${summary:+ | $summary}"

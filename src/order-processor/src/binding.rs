@@ -14,8 +14,9 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Inserts the orders of a JSON array, skipping ids that already exist. In id order, so
 /// two requests with overlapping ids cannot deadlock; rows-affected counts the new rows.
+/// The table is named with its schema: the binding's connection sets no `search_path`.
 pub const INSERT_SQL: &str = "\
-INSERT INTO orders (orderid, customer, price) \
+INSERT INTO app.orders (orderid, customer, price) \
 SELECT orderid, customer, price \
 FROM jsonb_to_recordset($1::text::jsonb) AS input(orderid bigint, customer text, price numeric) \
 ORDER BY orderid \

@@ -1,6 +1,7 @@
 //! The database side that does not go through Dapr: the connection pool, the schema
 //! (sqlx migrations, applied at start-up under sqlx's advisory lock, so replicas that start
-//! together apply them once) and the typed, compile-time-checked reads.
+//! together apply them once; they create the schema `app` themselves, see `sqlx.toml`)
+//! and the typed, compile-time-checked reads.
 
 use std::time::Duration;
 
@@ -17,8 +18,11 @@ use crate::entra::EntraSignIn;
 /// How the service names itself to PostgreSQL (`pg_stat_activity.application_name`).
 const APPLICATION: &str = "order-processor";
 
-/// The schema, embedded from `migrations/`.
+/// The schema, embedded from `migrations/`; `sqlx.toml` makes it create the schema [`SCHEMA`].
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The schema the app owns and keeps its tables in.
+pub const SCHEMA: &str = "app";
 
 /// A pool that connects on demand, with explicit limits and timeouts. With Microsoft
 /// Entra ID, the first token is fetched here and kept fresh for the life of the process.
@@ -29,16 +33,24 @@ pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
                 .expose_secret()
                 .parse()
                 .context("DATABASE_URL is not a valid PostgreSQL URL")?;
-            Ok(pool_options(config).connect_lazy_with(options.application_name(APPLICATION)))
+            let options = in_app_schema(options.application_name(APPLICATION));
+            Ok(pool_options(config).connect_lazy_with(options))
         }
         Database::Entra(database) => {
-            let sign_in = EntraSignIn::new(database, APPLICATION)?;
+            let sign_in = EntraSignIn::new(database, APPLICATION)?.adjust(in_app_schema);
             let (options, expires_on) = sign_in.connect_options(&database.name).await?;
             let pool = pool_options(config).connect_lazy_with(options);
             sign_in.keep_fresh(pool.clone(), database.name.clone(), expires_on);
             Ok(pool)
         }
     }
+}
+
+/// `options` with the app's schema as the `search_path`, so that queries and migrations
+/// name tables without it. Set per connection: the app's role may not set it for itself
+/// (`ALTER ROLE … SET` needs rights over the role that Azure's administrator lacks).
+pub fn in_app_schema(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("search_path", SCHEMA)])
 }
 
 /// The pool's limits and timeouts.

@@ -49,6 +49,13 @@ impl EntraSignIn {
         Ok(Self { credential, base })
     }
 
+    /// Changes the connect options every sign-in starts from (e.g. the `search_path`).
+    #[must_use]
+    pub fn adjust(mut self, change: impl FnOnce(PgConnectOptions) -> PgConnectOptions) -> Self {
+        self.base = change(self.base);
+        self
+    }
+
     /// Connect options for `database` holding a current token.
     pub async fn connect_options(
         &self,

@@ -23,7 +23,9 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     common::telemetry::init();
     if let Some(Command::Bootstrap) = Cli::parse().command {
-        return bootstrap::run(&BootstrapConfig::from_env()?).await;
+        return bootstrap::run(&BootstrapConfig::from_env()?)
+            .await
+            .map(drop);
     }
     let config = Config::from_env()?;
     let app = App::build(&config).await?;

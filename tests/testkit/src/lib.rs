@@ -5,6 +5,7 @@
 //! end-to-end tests, a daprd; `scripts/test.sh` provides both.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+pub mod azure;
 pub mod pg;
 pub mod stack;
 
