@@ -1,5 +1,5 @@
-//! A small client for the Dapr sidecar's HTTP API on loopback: its outbound health and
-//! service invocation. Calls carry the `dapr-api-token` header when the sidecar requires
+//! A small client for the Dapr sidecar's HTTP API on loopback: its outbound health, the
+//! components it has loaded, its shutdown, and service invocation. Calls carry the `dapr-api-token` header when the sidecar requires
 //! one (`DAPR_API_TOKEN`); [`AppApiToken`] checks the token the sidecar sends the app.
 
 use std::time::Duration;
@@ -64,20 +64,57 @@ impl Sidecar {
     /// Succeeds when the sidecar reports itself ready for the app's outbound calls.
     pub async fn outbound_health(&self) -> Result<(), SidecarError> {
         let url = format!("{}/v1.0/healthz/outbound", self.base);
+        self.call(Method::GET, &url).await.map(drop)
+    }
+
+    /// Whether the sidecar has loaded the component `name` (its metadata API). A component
+    /// that failed to initialise with `ignoreErrors` set is not loaded.
+    pub async fn has_component(&self, name: &str) -> Result<bool, SidecarError> {
+        #[derive(serde::Deserialize)]
+        struct Metadata {
+            #[serde(default)]
+            components: Vec<Component>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Component {
+            name: String,
+        }
+        let url = format!("{}/v1.0/metadata", self.base);
+        let response = self.call(Method::GET, &url).await?;
+        let metadata: Metadata =
+            response
+                .json()
+                .await
+                .map_err(|source| SidecarError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+        Ok(metadata.components.iter().any(|c| c.name == name))
+    }
+
+    /// Asks the sidecar to shut down (its shutdown API). Whatever supervises it (Container
+    /// Apps, `scripts/run.sh`, the tests) starts it again.
+    pub async fn shutdown(&self) -> Result<(), SidecarError> {
+        let url = format!("{}/v1.0/shutdown", self.base);
+        self.call(Method::POST, &url).await.map(drop)
+    }
+
+    /// Sends a request and requires a 2xx answer.
+    async fn call(&self, method: Method, url: &str) -> Result<reqwest::Response, SidecarError> {
         let response = self
-            .request(Method::GET, &url)
+            .request(method, url)
             .timeout(HEALTH_TIMEOUT)
             .send()
             .await
             .map_err(|source| SidecarError::Unreachable {
-                url: url.clone(),
+                url: url.to_owned(),
                 source,
             })?;
         if response.status().is_success() {
-            Ok(())
+            Ok(response)
         } else {
             Err(SidecarError::Unhealthy {
-                url,
+                url: url.to_owned(),
                 status: response.status(),
             })
         }

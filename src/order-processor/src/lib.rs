@@ -6,6 +6,7 @@
 //! schema (sqlx migrations) and serves the stored orders with sqlx.
 
 pub mod binding;
+pub mod binding_watch;
 pub mod bootstrap;
 mod config;
 pub mod db;
@@ -22,6 +23,7 @@ use common::dapr::{AppApiToken, Sidecar};
 use sqlx::PgPool;
 
 pub use binding::{DaprBinding, OrderWriter};
+use binding_watch::{AppDatabase, BindingWatch};
 pub use common::order::WriteOutcome;
 pub use config::{Config, Database, EntraDatabase, MAX_BODY_BYTES};
 pub use error::ApiError;
@@ -34,6 +36,8 @@ pub struct AppState<W> {
     pub pool: PgPool,
     /// The app's own sidecar, for the readiness check.
     pub sidecar: Sidecar,
+    /// The name of the PostgreSQL binding, which the sidecar must have loaded to be ready.
+    pub binding_name: String,
     /// Where orders are written: the Dapr binding.
     pub writer: W,
     /// The most orders one request may carry.
@@ -50,6 +54,7 @@ pub struct App {
     pool: PgPool,
     schema_ready: Arc<AtomicBool>,
     db_startup_timeout: Duration,
+    watch: BindingWatch<Sidecar, AppDatabase>,
 }
 
 impl App {
@@ -71,9 +76,18 @@ impl App {
         )
         .context("cannot build the gRPC client for the Dapr sidecar")?;
         let schema_ready = Arc::new(AtomicBool::new(false));
+        let watch = BindingWatch::new(
+            sidecar.clone(),
+            config.binding_name.clone(),
+            AppDatabase {
+                pool: pool.clone(),
+                schema_ready: Arc::clone(&schema_ready),
+            },
+        );
         let state = AppState {
             pool: pool.clone(),
             sidecar,
+            binding_name: config.binding_name.clone(),
             writer,
             max_orders_per_request: config.max_orders_per_request,
             schema_ready: Arc::clone(&schema_ready),
@@ -84,18 +98,22 @@ impl App {
             pool,
             schema_ready,
             db_startup_timeout: config.db_startup_timeout,
+            watch,
         })
     }
 
     /// Serves on `listener` at once and applies the migrations meanwhile (`/readyz` says
     /// when they are done; the service exits if they cannot be applied within
-    /// `DB_STARTUP_TIMEOUT_SECS`). After `shutdown` completes, the requests in flight
-    /// finish within [`common::shutdown::GRACE_PERIOD`].
+    /// `DB_STARTUP_TIMEOUT_SECS`), then watches that the sidecar has the binding
+    /// ([`binding_watch`]). After `shutdown` completes, the requests in flight finish within
+    /// [`common::shutdown::GRACE_PERIOD`].
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        // Aborted when serving ends.
+        let watch = AbortOnDrop(tokio::spawn(self.watch.run()));
         let (pool, ready, patience) = (self.pool, self.schema_ready, self.db_startup_timeout);
         let migrations = tokio::spawn(async move {
             db::migrate(&pool, patience).await?;
@@ -120,7 +138,17 @@ impl App {
             result = server => result.context("server failed")?,
             error = failed_migrations => return Err(error),
         }
+        drop(watch);
         tracing::info!("order-processor stopped");
         Ok(())
+    }
+}
+
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

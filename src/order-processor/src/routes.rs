@@ -196,12 +196,28 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz<W: OrderWriter>(
     State(state): State<AppState<W>>,
 ) -> (StatusCode, Json<serde_json::Value>) {
-    let (sidecar, database) = tokio::join!(state.sidecar.outbound_health(), async {
-        tokio::time::timeout(std::time::Duration::from_secs(2), db::ping(&state.pool)).await
-    });
+    let (sidecar, binding, database) = tokio::join!(
+        state.sidecar.outbound_health(),
+        state.sidecar.has_component(&state.binding_name),
+        async {
+            tokio::time::timeout(std::time::Duration::from_secs(2), db::ping(&state.pool)).await
+        }
+    );
     let sidecar_ok = sidecar
         .inspect_err(|error| tracing::warn!(%error, "not ready: sidecar"))
         .is_ok();
+    // Without the binding nothing can be stored (see binding_watch).
+    let binding_ok = sidecar_ok
+        && match binding {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                tracing::warn!(%error, "not ready: cannot read the sidecar's components");
+                false
+            }
+        };
+    if sidecar_ok && !binding_ok {
+        tracing::warn!(binding = %state.binding_name, "not ready: the sidecar has not loaded the binding");
+    }
     let database_ok = match database {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
@@ -216,7 +232,7 @@ async fn readyz<W: OrderWriter>(
     let schema_ok = state
         .schema_ready
         .load(std::sync::atomic::Ordering::Acquire);
-    let status = if sidecar_ok && database_ok && schema_ok {
+    let status = if sidecar_ok && binding_ok && database_ok && schema_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -226,6 +242,7 @@ async fn readyz<W: OrderWriter>(
         status,
         Json(serde_json::json!({
             "sidecar": word(sidecar_ok),
+            "binding": word(binding_ok),
             "database": word(database_ok),
             "schema": if schema_ok { "ok" } else { "migrating" },
         })),

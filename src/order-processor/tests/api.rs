@@ -281,7 +281,7 @@ async fn readiness_fails_without_a_sidecar_but_liveness_does_not() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         body,
-        json!({"sidecar": "unavailable", "database": "ok", "schema": "ok"})
+        json!({"sidecar": "unavailable", "binding": "unavailable", "database": "ok", "schema": "ok"})
     );
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, StatusCode::OK);

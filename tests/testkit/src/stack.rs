@@ -1,15 +1,19 @@
 //! The whole system as processes: order-processor and batch (the workspace's binaries),
 //! each with a real daprd, against a fresh database. Every stack has its own free ports and
 //! its own directory, where the sidecars keep their SQLite name-resolution file, so stacks
-//! running at once (or beside `scripts/run.sh`) never resolve each other's apps.
+//! running at once (or beside `scripts/run.sh`) never resolve each other's apps. As in
+//! Container Apps, a sidecar that exits is started again (and counted); the apps are not.
 
 use std::collections::HashMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use sqlx::Connection;
 
 use crate::pg::TestDb;
 use crate::workspace_root;
@@ -98,6 +102,8 @@ pub struct StackOptions {
     pub batch_env: Vec<(String, String)>,
     /// Run release builds (benchmarks) instead of debug builds (tests).
     pub release: bool,
+    /// Extra environment for order-processor.
+    pub order_processor_env: Vec<(String, String)>,
 }
 
 /// A process that is killed when dropped.
@@ -113,17 +119,111 @@ impl Drop for Proc {
     }
 }
 
+/// A process that is started again whenever it exits, as Container Apps does with a
+/// replica's containers; stopped (and killed) when dropped.
+struct Supervised {
+    child: Arc<Mutex<Child>>,
+    stop: Arc<AtomicBool>,
+    restarts: Arc<AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Supervised {
+    fn start(start: impl Fn() -> Child + Send + 'static) -> Self {
+        let child = Arc::new(Mutex::new(start()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let restarts = Arc::new(AtomicU32::new(0));
+        let thread = {
+            let (child, stop, restarts) = (child.clone(), stop.clone(), restarts.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let mut current = child.lock().unwrap();
+                    if !stop.load(Ordering::Acquire)
+                        && let Ok(Some(_)) = current.try_wait()
+                    {
+                        restarts.fetch_add(1, Ordering::AcqRel);
+                        *current = start();
+                    }
+                }
+            })
+        };
+        Self {
+            child,
+            stop,
+            restarts,
+            thread: Some(thread),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Where order-processor keeps its orders.
+pub struct Database {
+    app_url: String,
+    admin_url: String,
+    _test_db: Option<TestDb>,
+}
+
+impl Database {
+    /// A database given by URLs: the app role's, and a superuser's for checks.
+    pub fn new(app_url: String, admin_url: String) -> Self {
+        Self {
+            app_url,
+            admin_url,
+            _test_db: None,
+        }
+    }
+
+    /// The URL order-processor and its binding sign in with.
+    pub fn app_url(&self) -> String {
+        self.app_url.clone()
+    }
+
+    /// A superuser URL of the same database.
+    pub fn admin_url(&self) -> String {
+        self.admin_url.clone()
+    }
+}
+
+impl From<TestDb> for Database {
+    fn from(db: TestDb) -> Self {
+        Self {
+            app_url: db.app_url(),
+            admin_url: db.admin_url(),
+            _test_db: Some(db),
+        }
+    }
+}
+
 /// The running system. Its sidecars require `dapr_token` from callers and send
 /// `app_token` to the apps, which require it (as Container Apps does).
 pub struct Stack {
-    pub db: TestDb,
+    pub db: Database,
     pub dapr_token: String,
     pub app_token: String,
     pub dir: PathBuf,
     pub op: Ports,
     pub batch: Ports,
     procs: HashMap<&'static str, Proc>,
+    sidecars: HashMap<&'static str, Supervised>,
     batch_env: Vec<(String, String)>,
+    op_env: Vec<(String, String)>,
     release: bool,
     _dir_guard: TempDir,
 }
@@ -136,7 +236,16 @@ impl Stack {
     }
 
     /// [`Stack::start`] with a database of the caller's (e.g. on a server it stops).
-    pub async fn start_on(options: StackOptions, db: TestDb) -> Self {
+    pub async fn start_on(options: StackOptions, db: impl Into<Database>) -> Self {
+        let mut stack = Self::start_unready(options, db).await;
+        stack.wait_ready("order-processor").await;
+        stack
+    }
+
+    /// Starts everything as [`Stack::start_on`] does, but waits for batch only: for a
+    /// database order-processor cannot use yet (as before the bootstrap in Azure).
+    pub async fn start_unready(options: StackOptions, db: impl Into<Database>) -> Self {
+        let db = db.into();
         let dir_guard = TempDir::new();
         let dir = dir_guard.0.clone();
         write_resources(&dir, &options.schedule);
@@ -149,13 +258,14 @@ impl Stack {
             op: Ports::new(),
             batch: Ports::new(),
             procs: HashMap::new(),
+            sidecars: HashMap::new(),
             batch_env: Vec::new(),
+            op_env: options.order_processor_env,
             release: options.release,
             _dir_guard: dir_guard,
         };
         stack.start_order_processor();
         stack.start_sidecar("order-processor");
-        stack.wait_ready("order-processor").await;
         let mut env = vec![
             (
                 "ORDERS_FILE".to_owned(),
@@ -180,7 +290,7 @@ impl Stack {
     /// Starts order-processor (again).
     pub fn start_order_processor(&mut self) {
         let url = self.db.app_url();
-        let env = [
+        let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", url.as_str()),
             ("APP_PORT", &self.op.app.to_string()),
             ("DAPR_HTTP_PORT", &self.op.http.to_string()),
@@ -188,7 +298,9 @@ impl Stack {
             ("DAPR_API_TOKEN", &self.dapr_token),
             ("APP_API_TOKEN", &self.app_token),
         ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+        env.extend(self.op_env.iter().cloned());
         self.spawn_app("order-processor", &env);
     }
 
@@ -224,51 +336,65 @@ impl Stack {
     }
 
     /// Starts the sidecar of `app_id` (`batch` or `order-processor`), again after a kill.
+    /// It is started again whenever it exits by itself.
     pub fn start_sidecar(&mut self, app_id: &'static str) {
         let ports = if app_id == "batch" {
             self.batch
         } else {
             self.op
         };
-        let log = self.log_file(&format!("{app_id}-daprd"));
-        let mut command = Command::new(daprd());
-        command
-            .current_dir(&self.dir)
-            .args(["--app-id", app_id, "--app-protocol", "http"])
-            .args(["--app-port", &ports.app.to_string()])
-            .args(["--dapr-http-port", &ports.http.to_string()])
-            .args(["--dapr-grpc-port", &ports.grpc.to_string()])
-            .args(["--dapr-internal-grpc-port", &ports.internal.to_string()])
-            .args(["--metrics-port", &ports.metrics.to_string()])
-            .args(["--dapr-listen-addresses", "127.0.0.1"])
-            .arg("--resources-path")
-            .arg(self.dir.join("resources"))
-            .arg("--config")
-            .arg(self.dir.join("config.yaml"))
-            .env("DAPR_API_TOKEN", &self.dapr_token)
-            .env("APP_API_TOKEN", &self.app_token)
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log);
-        if app_id == "order-processor" {
-            command.env("SQLDB_CONNECTION_STRING", self.db.app_url());
-        }
-        let child = command.spawn().unwrap_or_else(|e| {
-            panic!(
-                "start daprd ({}): {e}; set DAPRD or run scripts/test.sh",
-                daprd().display()
-            )
-        });
-        self.procs.insert(
-            if app_id == "batch" {
-                "batch-daprd"
-            } else {
-                "order-processor-daprd"
-            },
-            Proc {
-                child,
-                name: format!("{app_id}-daprd"),
-            },
-        );
+        let daprd = daprd();
+        let dir = self.dir.clone();
+        let log = self.dir.join(format!("{app_id}-daprd.log"));
+        let tokens = (self.dapr_token.clone(), self.app_token.clone());
+        let connection = (app_id == "order-processor").then(|| self.db.app_url());
+        let start = move || {
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("log file");
+            let mut command = Command::new(&daprd);
+            command
+                .current_dir(&dir)
+                .args(["--app-id", app_id, "--app-protocol", "http"])
+                .args(["--app-port", &ports.app.to_string()])
+                .args(["--dapr-http-port", &ports.http.to_string()])
+                .args(["--dapr-grpc-port", &ports.grpc.to_string()])
+                .args(["--dapr-internal-grpc-port", &ports.internal.to_string()])
+                .args(["--metrics-port", &ports.metrics.to_string()])
+                .args(["--dapr-listen-addresses", "127.0.0.1"])
+                .arg("--resources-path")
+                .arg(dir.join("resources"))
+                .arg("--config")
+                .arg(dir.join("config.yaml"))
+                .env("DAPR_API_TOKEN", &tokens.0)
+                .env("APP_API_TOKEN", &tokens.1)
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log);
+            if let Some(url) = &connection {
+                command.env("SQLDB_CONNECTION_STRING", url);
+            }
+            command.spawn().unwrap_or_else(|e| {
+                panic!(
+                    "start daprd ({}): {e}; set DAPRD or run scripts/test.sh",
+                    daprd.display()
+                )
+            })
+        };
+        let name = if app_id == "batch" {
+            "batch-daprd"
+        } else {
+            "order-processor-daprd"
+        };
+        self.sidecars.insert(name, Supervised::start(start));
+    }
+
+    /// How often the sidecar of `app_id` exited by itself and was started again.
+    pub fn sidecar_restarts(&self, app_id: &str) -> u32 {
+        self.sidecars
+            .get(format!("{app_id}-daprd").as_str())
+            .map_or(0, |s| s.restarts.load(Ordering::Acquire))
     }
 
     fn log_file(&self, name: &str) -> fs::File {
@@ -340,7 +466,7 @@ impl Stack {
             .collect()
     }
 
-    /// How the process ended, once it has: `None` while it runs.
+    /// How an app's process ended, once it has: `None` while it runs.
     pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
         let proc = self.procs.get_mut(name)?;
         let status = proc.child.try_wait().expect("try_wait")?;
@@ -350,11 +476,18 @@ impl Stack {
 
     /// The process id of `order-processor`, `batch` or `<app>-daprd`, while it runs.
     pub fn pid(&self, name: &str) -> Option<u32> {
-        self.procs.get(name).map(|p| p.child.id())
+        self.procs
+            .get(name)
+            .map(|p| p.child.id())
+            .or_else(|| self.sidecars.get(name).map(Supervised::pid))
     }
 
-    /// Kills a process: `order-processor`, `batch` or `<app>-daprd`.
+    /// Kills a process: `order-processor`, `batch` or `<app>-daprd` (which then stays
+    /// down until [`Stack::start_sidecar`]).
     pub fn kill(&mut self, name: &str) {
+        if self.sidecars.remove(name).is_some() {
+            return;
+        }
         let mut proc = self
             .procs
             .remove(name)
@@ -375,6 +508,21 @@ impl Stack {
             .status();
         proc.child.wait().expect("wait");
         started.elapsed()
+    }
+
+    /// What the app's `/readyz` answers now: its status and body (`None` when it does not
+    /// answer).
+    pub async fn readiness(&self, app: &str) -> Option<(u16, serde_json::Value)> {
+        let port = if app == "batch" {
+            self.batch.app
+        } else {
+            self.op.app
+        };
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.json().await.ok()?))
     }
 
     /// Waits until the app answers `/readyz` with 200.
@@ -411,16 +559,26 @@ impl Stack {
         }
     }
 
-    /// The stored orders as `(orderid, customer, price as text)`, in id order.
+    /// The stored orders as `(orderid, customer, price as text)`, in id order; none while
+    /// the table does not exist yet.
     pub async fn stored(&self) -> Vec<(i64, String, String)> {
-        let pool = self.db.admin_pool().await;
+        let mut conn = sqlx::PgConnection::connect(&self.db.admin_url())
+            .await
+            .expect("connect as superuser");
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('app.orders') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .expect("look for the table");
+        if !exists {
+            return Vec::new();
+        }
         let rows = sqlx::query_as(
             "SELECT orderid, customer, price::text FROM app.orders ORDER BY orderid",
         )
-        .fetch_all(&pool)
+        .fetch_all(&mut conn)
         .await
         .expect("read orders");
-        pool.close().await;
+        let _ = conn.close().await;
         rows
     }
 
@@ -507,6 +665,7 @@ impl StackOptions {
             chunk_size,
             batch_env: Vec::new(),
             release: false,
+            order_processor_env: Vec::new(),
         }
     }
 }

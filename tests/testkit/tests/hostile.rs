@@ -18,6 +18,7 @@ fn options(orders: String) -> StackOptions {
         chunk_size: 100,
         batch_env: Vec::new(),
         release: false,
+        order_processor_env: Vec::new(),
     }
 }
 

@@ -199,6 +199,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         chunk_size: default_chunk_size,
         batch_env: Vec::new(),
         release: true,
+        order_processor_env: Vec::new(),
     })
     .await;
     let mut bench = Bench::new(stack).await?;

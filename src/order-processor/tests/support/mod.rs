@@ -89,6 +89,7 @@ pub async fn spawn_with<W: OrderWriter>(make_writer: impl FnOnce(PgPool) -> W) -
     let state = AppState {
         pool: pool.clone(),
         sidecar,
+        binding_name: "sqldb".to_owned(),
         writer: make_writer(pool.clone()),
         max_orders_per_request: 100,
         schema_ready: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
