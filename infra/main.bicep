@@ -9,7 +9,58 @@ targetScope = 'subscription'
 @description('Name of the azd environment; used to name and tag every resource.')
 param environmentName string
 
-@minLength(1)
+// Regions that offer both PostgreSQL Flexible Server without an access request and Container
+// Apps (every environment there takes workload profiles: Consumption is in all its regions,
+// MicrosoftDocs/azure-docs articles/container-apps/workload-profiles-overview.md). Sources:
+// - PostgreSQL: MicrosoftDocs/azure-databases-docs articles/postgresql/includes/regions-table.md
+//   (commit 2d9647fb, 2025-12-22), without the regions "available only upon request";
+// - Container Apps: azure-docs articles/container-apps/sessions.md (its region table, 2025),
+//   microsoft/azure-container-apps#1795 (six regions, 2026-07), #405 (South Central US);
+// - left out: regions access-restricted for all of Azure (azure-docs
+//   articles/reliability/regions-list.md: France South, Korea South, Norway West; Jio India,
+//   reserved for Jio customers), and PostgreSQL regions no source here lists for Container
+//   Apps (Australia Central, Austria East, Indonesia Central, Israel Central, Malaysia West,
+//   Mexico Central, Qatar Central).
+// To check a region: `az provider show -n Microsoft.App`, resource type managedEnvironments.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'belgiumcentral'
+  'brazilsouth'
+  'canadacentral'
+  'canadaeast'
+  'centralindia'
+  'centralus'
+  'chilecentral'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'japanwest'
+  'koreacentral'
+  'newzealandnorth'
+  'northcentralus'
+  'northeurope'
+  'polandcentral'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'switzerlandnorth'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @description('Azure region for every resource.')
 param location string
 
@@ -27,8 +78,8 @@ var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
 var databaseName = 'orders'
-// The Dapr app ids, also the names the code and components/ use (checked by the
-// consistency test, tests/infra/test_consistency.py).
+// The Dapr app ids (the components' scopes), also the names the code, components/ and
+// infra/app/*.bicep use (checked by the consistency test, tests/infra/test_consistency.py).
 var batchAppId = 'batch'
 var orderProcessorAppId = 'order-processor'
 
@@ -88,7 +139,6 @@ module postgres 'modules/postgres.bicep' = {
     tags: tags
     name: postgresServerName
     version: postgresVersion
-    databaseName: databaseName
     subnetId: network.outputs.postgresSubnetId
     privateDnsZoneId: network.outputs.postgresDnsZoneId
     adminPrincipalId: identities.outputs.adminPrincipalId
@@ -105,6 +155,13 @@ module environment 'modules/environment.bicep' = {
     subnetId: network.outputs.appsSubnetId
     logAnalyticsWorkspaceName: monitoring.outputs.workspaceName
     appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+  }
+}
+
+module daprComponents 'modules/dapr-components.bicep' = {
+  scope: rg
+  params: {
+    environmentName: environment.outputs.name
     batchAppId: batchAppId
     orderProcessorAppId: orderProcessorAppId
     postgresHost: postgres.outputs.host
@@ -114,53 +171,44 @@ module environment 'modules/environment.bicep' = {
   }
 }
 
-module batch 'modules/container-app.bicep' = {
+var batchName = '${abbrs.appContainerApps}batch-${resourceToken}'
+var orderProcessorName = '${abbrs.appContainerApps}orderproc-${resourceToken}'
+
+// The apps are the files `azd deploy` deploys again (infra/app/*.parameters.json pass the
+// same values from this file's outputs). No image here: each keeps the one it runs.
+module batch 'app/batch.bicep' = {
   scope: rg
   params: {
     location: location
-    name: '${abbrs.appContainerApps}batch-${resourceToken}'
-    tags: union(tags, { 'azd-service-name': 'batch' })
+    environmentName: environmentName
+    name: batchName
+    containerAppsEnvironmentName: environment.outputs.name
+    registryName: registry.outputs.name
+    pullIdentityName: identities.outputs.pullName
     exists: batchExists
-    environmentId: environment.outputs.id
-    registryServer: registry.outputs.loginServer
-    pullIdentityId: identities.outputs.pullId
-    runtimeIdentities: {}
-    daprAppId: batchAppId
-    port: 6002
-    // Cron fires on every replica and never at zero: exactly one.
-    minReplicas: 1
-    maxReplicas: 1
-    env: []
   }
+  dependsOn: [daprComponents]
 }
 
-module orderProcessor 'modules/container-app.bicep' = {
+module orderProcessor 'app/order-processor.bicep' = {
   scope: rg
   params: {
     location: location
-    name: '${abbrs.appContainerApps}orderproc-${resourceToken}'
-    tags: union(tags, { 'azd-service-name': 'order-processor' })
+    environmentName: environmentName
+    name: orderProcessorName
+    containerAppsEnvironmentName: environment.outputs.name
+    registryName: registry.outputs.name
+    pullIdentityName: identities.outputs.pullName
+    dataIdentityName: identities.outputs.dataName
+    postgresServerName: postgres.outputs.name
+    databaseName: databaseName
     exists: orderProcessorExists
-    environmentId: environment.outputs.id
-    registryServer: registry.outputs.loginServer
-    pullIdentityId: identities.outputs.pullId
-    runtimeIdentities: { '${identities.outputs.dataId}': {} }
-    daprAppId: orderProcessorAppId
-    port: 6001
-    // Dapr service invocation does not go through the HTTP scaler: never zero.
-    minReplicas: 1
-    maxReplicas: 3
-    env: [
-      { name: 'DB_HOST', value: postgres.outputs.host }
-      { name: 'DB_NAME', value: databaseName }
-      { name: 'DB_USER', value: identities.outputs.dataName }
-      { name: 'AZURE_CLIENT_ID', value: identities.outputs.dataClientId }
-      // Until the bootstrap job has created its role, the app keeps retrying.
-      { name: 'DB_STARTUP_TIMEOUT_SECS', value: '900' }
-    ]
   }
+  dependsOn: [daprComponents]
 }
 
+// Before each deploy of order-processor, its postpublish hook (infra/hooks/bootstrap.py)
+// points this job at the image just pushed and runs it.
 module bootstrap 'modules/bootstrap-job.bicep' = {
   scope: rg
   params: {
@@ -171,7 +219,7 @@ module bootstrap 'modules/bootstrap-job.bicep' = {
     registryServer: registry.outputs.loginServer
     pullIdentityId: identities.outputs.pullId
     adminIdentityId: identities.outputs.adminId
-    image: orderProcessor.outputs.image
+    image: orderProcessor.outputs.SERVICE_ORDER_PROCESSOR_IMAGE_NAME
     env: [
       { name: 'DB_HOST', value: postgres.outputs.host }
       { name: 'DB_NAME', value: databaseName }
@@ -190,8 +238,10 @@ output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
 output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
 output AZURE_CONTAINER_APPS_ENVIRONMENT_NAME string = environment.outputs.name
 output AZURE_LOG_ANALYTICS_WORKSPACE_CUSTOMER_ID string = monitoring.outputs.workspaceCustomerId
-output SERVICE_BATCH_NAME string = batch.outputs.name
-output SERVICE_ORDER_PROCESSOR_NAME string = orderProcessor.outputs.name
+output AZURE_PULL_IDENTITY_NAME string = identities.outputs.pullName
+output AZURE_ORDERS_DATA_IDENTITY_NAME string = identities.outputs.dataName
+output SERVICE_BATCH_NAME string = batchName
+output SERVICE_ORDER_PROCESSOR_NAME string = orderProcessorName
 output BOOTSTRAP_JOB_NAME string = bootstrap.outputs.name
 output POSTGRES_SERVER_NAME string = postgres.outputs.name
 output POSTGRES_DATABASE string = databaseName

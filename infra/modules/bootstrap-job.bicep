@@ -1,7 +1,8 @@
 // The bootstrap job: runs `order-processor bootstrap` inside the VNet as the PostgreSQL
-// Microsoft Entra administrator, to create the role of the app's identity and the schema
-// it owns. It is started by the postdeploy hook (infra/hooks/postdeploy.sh) once the
-// order-processor image exists; safe to run again.
+// Microsoft Entra administrator, to create the app's database (owned by the administrator)
+// and the role of the app's identity. Before each deploy of order-processor, its
+// postpublish hook (infra/hooks/bootstrap.py) points it at the image just pushed and starts
+// it; on provision it gets the app's current image or the placeholder. Safe to run again.
 param location string
 param tags object
 param name string

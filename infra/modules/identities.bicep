@@ -26,6 +26,7 @@ resource admin 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' = {
 }
 
 output pullId string = pull.id
+output pullName string = pull.name
 output pullPrincipalId string = pull.properties.principalId
 output dataId string = data.id
 output dataName string = data.name

@@ -1,12 +1,11 @@
 // PostgreSQL Flexible Server with private access only (delegated subnet, private DNS
 // zone, public network access off), Microsoft Entra ID authentication only (password
-// authentication off, no administrator password anywhere), TLS required, and the app's
-// database. The Entra administrator is a managed identity used only by the bootstrap job.
+// authentication off, no administrator password anywhere), TLS required. The Entra
+// administrator is a managed identity used only by the bootstrap job.
 param location string
 param tags object
 param name string
 param version string
-param databaseName string
 param subnetId string
 param privateDnsZoneId string
 param adminPrincipalId string
@@ -57,16 +56,6 @@ resource admin 'Microsoft.DBforPostgreSQL/flexibleServers/administrators@2025-08
   }
 }
 
-resource database 'Microsoft.DBforPostgreSQL/flexibleServers/databases@2025-08-01' = {
-  parent: server
-  name: databaseName
-  properties: {
-    charset: 'UTF8'
-    collation: 'en_US.utf8'
-  }
-  dependsOn: [admin]
-}
-
 resource requireTls 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@2025-08-01' = {
   parent: server
   name: 'require_secure_transport'
@@ -74,8 +63,13 @@ resource requireTls 'Microsoft.DBforPostgreSQL/flexibleServers/configurations@20
     value: 'on'
     source: 'user-override'
   }
-  dependsOn: [database]
+  dependsOn: [admin]
 }
+
+// No flexibleServers/databases resource: the bootstrap job creates the app's database as
+// the Entra administrator, so that the administrator really owns it. A database created
+// through ARM may be owned by the service's superuser (azuresu), and then the
+// administrator's GRANT on it only warns.
 
 output name string = server.name
 output host string = server.properties.fullyQualifiedDomainName

@@ -1,11 +1,14 @@
 """Shared helpers for the offline checks of infra/, azure.yaml and components/."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from pycep import BicepParser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,10 +24,11 @@ def run(command, **kwargs):
 
 
 def arm_check(infra_dir):
-    """Runs the vendored bicep-arm-check on a directory; returns the completed process."""
+    """Runs the vendored bicep-arm-check on a directory; returns the completed process.
+    --strict: a resource whose type and API version have no schema here is an error."""
     return run([
         sys.executable, str(ROOT / "tools/bicep-arm-check/bicep_arm_check.py"),
-        "--schemas", str(ROOT / "tests/schemas/arm"), str(infra_dir),
+        "--strict", "--schemas", str(ROOT / "tests/schemas/arm"), str(infra_dir),
     ])
 
 
@@ -47,3 +51,132 @@ def replace_in(path, old, new):
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
     path.write_text(text.replace(old, new, 1))
+
+
+# ---- azd's deploy-time Bicep (infra/app/) -------------------------------------------------
+
+AZD_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}")
+
+
+def service_variable(service):
+    """azd's name of a service in environment variables: order-processor -> ORDER_PROCESSOR."""
+    return service.upper().replace("-", "_")
+
+
+def app_modules(root):
+    """{service: module} from azure.yaml: azd deploys infra/<module>.bicep with
+    infra/<module>.parameters.json (the module is the service's name unless set)."""
+    services = yaml.safe_load((root / "azure.yaml").read_text())["services"]
+    return {name: spec.get("module", name) for name, spec in services.items()}
+
+
+def azd_variables(root):
+    """What azd itself puts in the environment that the parameter files may use."""
+    names = {"AZURE_ENV_NAME", "AZURE_LOCATION", "AZURE_SUBSCRIPTION_ID"}
+    for service in app_modules(root):
+        names |= {f"SERVICE_{service_variable(service)}_IMAGE_NAME",
+                  f"SERVICE_{service_variable(service)}_RESOURCE_EXISTS"}
+    return names
+
+
+def parameter_values(path):
+    """{parameter: value} of an ARM parameters file."""
+    return {name: spec.get("value") for name, spec in json.loads(path.read_text())["parameters"].items()}
+
+
+def canonical(expression):
+    """A pycep expression as text that compares equal when the expressions do."""
+    return json.dumps(expression, sort_keys=True)
+
+
+def render(expression):
+    """A pycep expression as Bicep-like text, for messages."""
+    if isinstance(expression, dict) and "operator" in expression:
+        operator = expression["operator"]
+        first, rest = operator["operands"].get("operand_1"), operator["operands"].get("operand_2")
+        if operator["type"] == "property_accessor":
+            return f"{render(first)}.{render(rest)}"
+        if operator["type"] == "index_accessor":
+            return f"{render(first)}[{render(rest)}]"
+    if isinstance(expression, str):
+        return expression
+    return canonical(expression)
+
+
+class Unknown(Exception):
+    """An expression the evaluator does not know (then the test says which)."""
+
+
+class BicepEval:
+    """Evaluates the few Bicep expressions an app module computes its image, probes and
+    health check with, as pycep parses them. pycep turns a reference and a string literal
+    into the same string: a string is a reference when it names a parameter, variable or
+    `existing` resource of the file, else a literal. `existing` maps the symbol of an
+    existing resource to its (fake) body; one whose condition is false cannot be read,
+    as in ARM."""
+
+    def __init__(self, doc, params, existing):
+        self.doc, self.params, self.existing = doc, params, existing
+        self.variables = doc.get("variables", {})
+
+    def value(self, node):
+        if isinstance(node, str):
+            if node in self.params:
+                return self.params[node]
+            if node in self.variables:
+                return self.value(self.variables[node]["value"])
+            if node in self.doc.get("resources", {}):
+                return self.resource(node)
+            return node
+        if isinstance(node, list):
+            return [self.value(item) for item in node]
+        if isinstance(node, dict) and "operator" in node:
+            return self.operator(node["operator"]["type"], node["operator"]["operands"])
+        if isinstance(node, dict) and "function" in node:
+            function = node["function"]
+            args = [self.value(a) for a in function.get("parameters", {}).values()]
+            if function["type"] == "empty" and len(args) == 1:
+                return len(args[0]) == 0
+            raise Unknown(f"function {function['type']}()")
+        if isinstance(node, dict):
+            return {key: self.value(v) for key, v in node.items()}
+        return node
+
+    def resource(self, symbol):
+        resource = self.doc["resources"][symbol]
+        if not resource.get("existing") or symbol not in self.existing:
+            raise Unknown(f"resource {symbol} (only existing resources given to the test are read)")
+        condition = resource["config"].get("condition")
+        if condition is not None and not self.value(condition):
+            raise Unknown(f"{symbol} is read while its condition is false: ARM would fail")
+        return self.existing[symbol]
+
+    def operator(self, kind, operands):
+        if kind == "conditional":
+            branch = "true_value" if self.value(operands["condition"]) else "false_value"
+            return self.value(operands[branch])
+        if kind in ("equals", "not_equals"):
+            same = self.value(operands["operand_1"]) == self.value(operands["operand_2"])
+            return same if kind == "equals" else not same
+        if kind == "and":
+            return bool(self.value(operands["operand_1"])) and bool(self.value(operands["operand_2"]))
+        if kind == "or":
+            return bool(self.value(operands["operand_1"])) or bool(self.value(operands["operand_2"]))
+        if kind in ("property_accessor", "index_accessor"):
+            return self.access(self.value(operands["operand_1"]), {"operator": {"type": kind, "operands": operands}}, top=True)
+        raise Unknown(f"operator {kind}")
+
+    def access(self, base, path, top=False):
+        """Follows `a.b[0].c` (pycep nests it to the right) from an evaluated base."""
+        if isinstance(path, str):
+            return base[path]
+        operator = path["operator"]
+        first, rest = operator["operands"]["operand_1"], operator["operands"]["operand_2"]
+        if operator["type"] == "property_accessor":
+            here = base if top else self.access(base, first)
+            return self.access(here, rest)
+        if operator["type"] == "index_accessor":
+            here = base if top else self.access(base, first)
+            return here[self.value(rest)]
+        raise Unknown(f"accessor {operator['type']}")
+

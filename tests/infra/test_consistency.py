@@ -24,16 +24,16 @@ class Infra:
 
     def __init__(self, root):
         main = parse_bicep(root / "infra/main.bicep")
-        env = parse_bicep(root / "infra/modules/environment.bicep")
+        module = parse_bicep(root / "infra/modules/dapr-components.bicep")
         variables = {name: spec["value"] for name, spec in main.get("variables", {}).items()}
-        env_params = main["modules"]["environment"]["config"]["params"]
-        # environment.bicep parameter -> main.bicep variable -> literal
-        self.resolve = lambda name: variables.get(env_params.get(name, name), name)
+        module_params = main["modules"]["daprComponents"]["config"]["params"]
+        # dapr-components.bicep parameter -> main.bicep variable -> literal
+        self.resolve = lambda name: variables.get(module_params.get(name, name), name)
         self.variables = variables
         self.main = main
         self.components = {}
         self.resiliency = {}
-        resources = env["resources"]
+        resources = module["resources"]
         for symbol, resource in resources.items():
             config = resource["config"]
             if resource["type"].endswith("/daprComponents"):
@@ -42,6 +42,7 @@ class Infra:
                     "type": props["componentType"],
                     "version": props["version"],
                     "scopes": [self.resolve(s) for s in props.get("scopes", [])],
+                    "ignoreErrors": props.get("ignoreErrors", False),
                     "metadata": {m["name"]: m.get("value") for m in props.get("metadata", [])},
                     "symbol": symbol,
                 }
@@ -66,6 +67,7 @@ class Local:
                     "type": spec["type"],
                     "version": spec["version"],
                     "scopes": doc.get("scopes", []),
+                    "ignoreErrors": spec.get("ignoreErrors", False),
                     "metadata": {m["name"]: m.get("value") for m in spec.get("metadata", [])},
                 }
             elif doc["kind"] == "Resiliency":
@@ -110,7 +112,7 @@ def check_contract(root):
             continue
         if mine["file"] != rule["file"]:
             problems.append(f"component {name}: expected in {rule['file']}, found in {mine['file']}")
-        for field in ("type", "version", "scopes"):
+        for field in CONTRACT["component_fields"]:
             if mine[field] != theirs[field]:
                 problems.append(f"component {name}: {field} {mine[field]!r} locally, {theirs[field]!r} in infra/")
         for key in rule["metadata"]:
@@ -133,9 +135,16 @@ def check_contract(root):
             if got != want[field]:
                 problems.append(f"resiliency of {name}: {field} {want[field]!r} locally, {got!r} in infra/ ({path})")
 
-    for app_id, variable in CONTRACT["app_ids"].items():
-        if infra.variables.get(variable) != app_id:
-            problems.append(f"app id {app_id}: main.bicep's {variable} is {infra.variables.get(variable)!r}")
+    for app_id, rule in CONTRACT["app_ids"].items():
+        if infra.variables.get(rule["variable"]) != app_id:
+            problems.append(f"app id {app_id}: main.bicep's {rule['variable']} is {infra.variables.get(rule['variable'])!r}")
+        app = parse_bicep(root / rule["app"])
+        names = set(app["parameters"]) | set(app.get("variables", {}))
+        for resource in app["resources"].values():
+            if resource["type"] == "Microsoft.App/containerApps" and not resource.get("existing"):
+                got = resource["config"]["properties"]["configuration"]["dapr"]["appId"]
+                if got != app_id or got in names:  # a reference would look like a literal
+                    problems.append(f"app id {app_id}: {rule['app']} sets dapr.appId {got!r}, not the literal {app_id!r}")
     scoped = {scope for c in local.components.values() for scope in c["scopes"]}
     for scope in scoped - set(CONTRACT["app_ids"]):
         problems.append(f"components/ scopes an unknown app id {scope!r}")
@@ -170,15 +179,19 @@ def tree(tmp_path):
     "file, old, new, complaint",
     [
         ("components/cron.yaml", "@every 10s", "@every 20s", "component cron: metadata schedule"),
-        ("infra/modules/environment.bicep", "scopes: [orderProcessorAppId]", "scopes: [batchAppId]", "component sqldb: scopes"),
-        ("infra/modules/environment.bicep", "'bindings.postgresql'", "'bindings.postgres'", "component sqldb: type"),
+        ("infra/modules/dapr-components.bicep", "scopes: [orderProcessorAppId]", "scopes: [batchAppId]", "component sqldb: scopes"),
+        ("infra/modules/dapr-components.bicep", "'bindings.postgresql'", "'bindings.postgres'", "component sqldb: type"),
+        ("infra/modules/dapr-components.bicep", "ignoreErrors: true", "ignoreErrors: false", "component sqldb: ignoreErrors"),
+        ("components/sqldb.yaml", "  ignoreErrors: true\n", "", "component sqldb: ignoreErrors"),
         ("components/sqldb.yaml", "  version: v1", "  version: v2", "component sqldb: version"),
         ("components/resiliency.yaml", "maxRetries: 3", "maxRetries: 5", "maxRetries"),
         ("components/resiliency.yaml", "consecutiveFailures >= 5", "consecutiveFailures > 5", "consecutiveFailures"),
-        ("infra/modules/environment.bicep", "responseTimeoutInSeconds: 10", "responseTimeoutInSeconds: 30", "timeout"),
+        ("infra/modules/dapr-components.bicep", "responseTimeoutInSeconds: 10", "responseTimeoutInSeconds: 30", "timeout"),
         ("infra/main.bicep", "var batchAppId = 'batch'", "var batchAppId = 'batcher'", "app id batch"),
+        ("infra/app/order-processor.bicep", "appId: 'order-processor'", "appId: 'orders'", "app id order-processor: infra/app"),
+        ("infra/app/batch.bicep", "appId: 'batch'", "appId: 'batcher'", "app id batch: infra/app"),
         ("src/batch/src/config.rs", 'DEFAULT_CRON_BINDING: &str = "cron"', 'DEFAULT_CRON_BINDING: &str = "tick"', "DEFAULT_CRON_BINDING"),
-        ("infra/modules/environment.bicep", "name: 'cron'", "name: 'cron2'", "component cron"),
+        ("infra/modules/dapr-components.bicep", "name: 'cron'", "name: 'cron2'", "component cron"),
     ],
 )
 def test_a_broken_copy_breaks_the_contract(tree, file, old, new, complaint):

@@ -3,8 +3,9 @@
 Checkov's built-in Bicep checks do not cover PostgreSQL Flexible Server, Dapr components
 or Container Apps, so these say what this template promises: PostgreSQL reachable only
 privately, with Microsoft Entra ID only and TLS; a registry without its admin user; every
-Dapr component scoped; no public ingress. Values are read as pycep parses them: a literal
-is its value, a reference is the referenced name (so it never passes as 'Disabled').
+Dapr component scoped; batch at exactly one replica; no public ingress. Values are read as
+pycep parses them: a literal is its value, a reference is the referenced name (so it never
+passes as 'Disabled').
 """
 
 from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
@@ -120,6 +121,28 @@ class DaprComponentScoped(BaseResourceCheck):
         return CheckResult.FAILED
 
 
+class BatchSingleReplica(BaseResourceCheck):
+    """Cron fires on every replica and never at zero. The batch app is the container app
+    whose Dapr app id is 'batch' (infra/app/batch.bicep writes it as a literal; the
+    contract test checks that)."""
+
+    def __init__(self):
+        super().__init__(
+            name="The batch container app runs exactly one replica",
+            id="CKV_DRA_7",
+            categories=[CheckCategories.GENERAL_SECURITY],
+            supported_resources=["Microsoft.App/containerApps"],
+        )
+
+    def scan_resource_conf(self, conf):
+        if lookup(conf, "properties.configuration.dapr.appId") != "batch":
+            return CheckResult.PASSED
+        scale = lookup(conf, "properties.template.scale") or {}
+        if scale.get("minReplicas") == 1 and scale.get("maxReplicas") == 1:
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
 class ContainerAppNoExternalIngress(BaseResourceCheck):
     def __init__(self):
         super().__init__(
@@ -142,4 +165,5 @@ postgres_no_firewall_rules = PostgresNoFirewallRules()
 postgres_tls = PostgresTlsNotDisabled()
 registry_without_admin = RegistryWithoutAdminUser()
 dapr_component_scoped = DaprComponentScoped()
+batch_single_replica = BatchSingleReplica()
 container_app_no_external_ingress = ContainerAppNoExternalIngress()

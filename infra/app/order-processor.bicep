@@ -1,0 +1,168 @@
+// The order-processor container app, whole: main.bicep provisions it through this module,
+// and `azd deploy` deploys this file again with the image it just pushed (azd's deploy-time
+// Bicep, "controlled revisions": azure.yaml `module: app/order-processor`,
+// order-processor.parameters.json). No ingress: the only way in is its Dapr sidecar.
+param location string
+@description('Name of the azd environment (the azd-env-name tag).')
+param environmentName string
+param name string
+param containerAppsEnvironmentName string
+param registryName string
+@description('Identity that pulls images; not available to the app at run time.')
+param pullIdentityName string
+@description('Identity of the app itself: its PostgreSQL role, for sqlx and the Dapr binding.')
+param dataIdentityName string
+param postgresServerName string
+param databaseName string
+@description('Image to run; empty keeps the current one, or the placeholder on a first provision.')
+param image string = ''
+@description('Whether the app exists already: SERVICE_ORDER_PROCESSOR_RESOURCE_EXISTS on provision, true on deploy.')
+param exists bool = false
+
+var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
+var port = 6001
+
+resource environment 'Microsoft.App/managedEnvironments@2026-01-01' existing = {
+  name: containerAppsEnvironmentName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2025-11-01' existing = {
+  name: registryName
+}
+
+resource pullIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: pullIdentityName
+}
+
+resource dataIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2024-11-30' existing = {
+  name: dataIdentityName
+}
+
+resource postgres 'Microsoft.DBforPostgreSQL/flexibleServers@2025-08-01' existing = {
+  name: postgresServerName
+}
+
+resource currentApp 'Microsoft.App/containerApps@2026-01-01' existing = if (exists && empty(image)) {
+  name: name
+}
+
+var effectiveImage = empty(image) ? (exists ? currentApp!.properties.template.containers[0].image : placeholderImage) : image
+// Probes and Dapr's app health check only for our image: the placeholder listens elsewhere.
+// Not `exists`: an app that exists may still run the placeholder (a first deploy failed).
+var runsAppImage = effectiveImage != placeholderImage
+
+var probes = [
+  {
+    type: 'Liveness'
+    httpGet: {
+      path: '/healthz'
+      port: port
+    }
+    periodSeconds: 10
+    failureThreshold: 3
+  }
+  {
+    type: 'Readiness'
+    httpGet: {
+      path: '/readyz'
+      port: port
+    }
+    periodSeconds: 5
+    failureThreshold: 3
+  }
+]
+
+var cpuScaleRule = {
+  name: 'cpu'
+  custom: {
+    type: 'cpu'
+    metadata: {
+      type: 'Utilization'
+      value: '70'
+    }
+  }
+}
+
+resource app 'Microsoft.App/containerApps@2026-01-01' = {
+  name: name
+  location: location
+  tags: {
+    'azd-env-name': environmentName
+    'azd-service-name': 'order-processor'
+  }
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${pullIdentity.id}': {}
+      '${dataIdentity.id}': {}
+    }
+  }
+  properties: {
+    environmentId: environment.id
+    workloadProfileName: 'Consumption'
+    configuration: {
+      activeRevisionsMode: 'Single'
+      registries: [
+        {
+          server: registry.properties.loginServer
+          identity: pullIdentity.id
+        }
+      ]
+      identitySettings: [
+        {
+          identity: pullIdentity.id
+          lifecycle: 'None'
+        }
+      ]
+      dapr: {
+        enabled: true
+        appId: 'order-processor'
+        appPort: port
+        appProtocol: 'http'
+        appHealth: {
+          enabled: runsAppImage
+          path: '/healthz'
+          probeIntervalSeconds: 5
+          probeTimeoutMilliseconds: 1000
+          threshold: 3
+        }
+        enableApiLogging: false
+        logLevel: 'info'
+      }
+    }
+    template: {
+      containers: [
+        {
+          name: 'order-processor'
+          image: effectiveImage
+          env: [
+            { name: 'DB_HOST', value: postgres.properties.fullyQualifiedDomainName }
+            { name: 'DB_NAME', value: databaseName }
+            { name: 'DB_USER', value: dataIdentity.name }
+            { name: 'AZURE_CLIENT_ID', value: dataIdentity.properties.clientId }
+            // The bootstrap runs before each deploy (order-processor's postpublish hook), so
+            // the role normally exists; if not, the app keeps retrying this long.
+            { name: 'DB_STARTUP_TIMEOUT_SECS', value: '900' }
+            { name: 'RUST_LOG', value: 'info' }
+          ]
+          resources: {
+            cpu: json('0.25')
+            memory: '0.5Gi'
+          }
+          probes: runsAppImage ? probes : []
+        }
+      ]
+      // Dapr service invocation does not go through the HTTP scaler: never zero.
+      scale: {
+        minReplicas: 1
+        maxReplicas: 3
+        rules: [cpuScaleRule]
+      }
+      // The sidecar gives its app about 5 s; leave room for both.
+      terminationGracePeriodSeconds: 15
+    }
+  }
+}
+
+// The bootstrap job runs this image (main.bicep); on deploy azd stores it in the environment.
+output SERVICE_ORDER_PROCESSOR_IMAGE_NAME string = effectiveImage
