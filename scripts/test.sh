@@ -42,7 +42,7 @@ done
 "$VENV/bin/check-jsonschema" -q --schemafile tests/schemas/dapr/dapr-run-file.json dapr.yaml
 echo "components/ and dapr.yaml: valid against Dapr's schemas"
 "$VENV/bin/yamllint" -s components/ dapr.yaml azure.yaml .github/ .yamllint.yaml
-"$VENV/bin/shellcheck" -x scripts/*.sh scripts/checks/*.sh infra/hooks/*.sh .ci/run
+"$VENV/bin/shellcheck" -x scripts/*.sh scripts/checks/*.sh .ci/run
 echo "YAML and shell scripts: clean"
 "$VENV/bin/typos"
 "$(markdownlint_bin)/markdownlint-cli2" "**/*.md" >/dev/null
@@ -54,9 +54,9 @@ export GITLEAKS
 "$GITLEAKS" git --no-banner --redact --log-level warn --config .gitleaks.toml .
 echo "history: no secrets (gitleaks)"
 
-say "infra/, azure.yaml, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/static)"
+say "infra/, azure.yaml, the azd hooks, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/hooks, tests/static)"
 CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
-  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/static
+  "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/hooks tests/static
 
 start_test_server "$PG_DATA"
 

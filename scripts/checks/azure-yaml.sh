@@ -6,8 +6,9 @@
 #     context the repository root, postdeploy hook present. azd's schema alone accepts
 #     a misspelled host or a missing language;
 #   - that the paths it names exist: each service's project folder and Dockerfile, its
-#     build context (the repository root), the hook script (executable: azd runs it
-#     directly, its #! line picks the shell);
+#     build context (the repository root), each hook's script (project hooks from the
+#     root, a service's hooks from its project folder; a shell hook's script must be
+#     executable, azd runs it directly; a python hook's is run by the interpreter);
 # and, when infra/main.parameters.json exists, that file against ARM's
 # deploymentParameters schema (tests/schemas/arm/deploymentParameters.json).
 #
@@ -67,11 +68,18 @@ for name, svc in (doc.get("services") or {}).items():
     print(f"project\t{name}\t{project}")
     print(f"dockerfile\t{name}\t{project}/{docker.get('path', './Dockerfile')}")
     print(f"context\t{name}\t{project}/{docker.get('context', '.')}")
-for event, hook in (doc.get("hooks") or {}).items():
-    for variant in (hook.get("posix"), hook) if isinstance(hook, dict) else ():
-        if isinstance(variant, dict) and variant.get("shell", "sh") == "sh" and variant.get("run"):
-            print(f"hook\t{event}\t{variant['run']}")
-            break
+def hooks(hooks, base, owner):
+    for event, hook in (hooks or {}).items():
+        for variant in (hook.get("posix"), hook) if isinstance(hook, dict) else ():
+            if isinstance(variant, dict) and variant.get("run"):
+                kind = variant.get("kind") or variant.get("shell") or "sh"
+                print(f"hook-{kind}\t{owner}{event}\t{base}/{variant['run']}")
+                break
+
+hooks(doc.get("hooks"), ".", "")
+for name, svc in (doc.get("services") or {}).items():
+    if isinstance(svc, dict):
+        hooks(svc.get("hooks"), svc.get("project", "."), f"{name} ")
 EOF
 )" || die "cannot read $AZURE_YAML"
 
@@ -87,10 +95,10 @@ while IFS=$'\t' read -r kind name path; do
         fail "service $name: build context $path is not the repository root (the Dockerfiles copy the whole workspace)"
       fi
       ;;
-    hook)
+    hook-*)
       if [ ! -f "$path" ]; then
         fail "hook $name: $path does not exist"
-      elif [ ! -x "$path" ]; then
+      elif [ "$kind" = hook-sh ] && [ ! -x "$path" ]; then
         fail "hook $name: $path is not executable (azd runs it directly): chmod +x $path"
       fi
       ;;

@@ -1,5 +1,8 @@
 """The GitHub workflows and Dependabot: actionlint and zizmor (offline) find nothing, and
-each finds what is planted in a broken copy."""
+each finds what is planted in a broken copy; the deploy workflow (azure-dev.yml) signs in
+with azd only and gives azd time for cold remote builds."""
+
+import yaml
 
 from static_support import ROOT, replace_in, tool
 
@@ -38,3 +41,26 @@ def test_every_action_is_pinned_by_commit():
             if "uses:" in line:
                 ref = line.split("uses:", 1)[1].split("#")[0].strip()
                 assert "@" in ref and len(ref.split("@")[1]) == 40, f"{workflow.name}: {line.strip()}"
+
+
+def azure_dev_job():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/azure-dev.yml").read_text())
+    return workflow["jobs"]["deploy"]
+
+
+def test_azure_dev_signs_in_with_azd_only():
+    # The hooks (infra/hooks/*.py) take their token from azd, which renews its GitHub
+    # federated credential by itself; an `az login` with GitHub's assertion expires in minutes.
+    runs = "\n".join(step.get("run", "") for step in azure_dev_job()["steps"])
+    assert "azd auth login" in runs and "--federated-credential-provider github" in runs
+    for line in runs.splitlines():
+        assert not line.strip().startswith("az "), f"the workflow runs the Azure CLI: {line.strip()}"
+    assert "containerapp" not in runs and "ACTIONS_ID_TOKEN_REQUEST" not in runs
+    assert "python3" in runs, "the hooks need Python 3 (ubuntu-24.04 has it)"
+
+
+def test_azure_dev_leaves_time_for_cold_remote_builds():
+    job = azure_dev_job()
+    # azd's per-service publish/deploy limit bounds a cold remote Rust build plus the bootstrap.
+    assert int(job["env"]["AZD_DEPLOY_TIMEOUT"]) >= 2700
+    assert job["timeout-minutes"] >= 90
