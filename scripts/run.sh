@@ -48,15 +48,27 @@ LOGS="$RUN_DIR/logs"
 # calls on their API routes with APP_API_TOKEN (which the sidecars send) only. New per run.
 DAPR_API_TOKEN="$(random_secret)" APP_API_TOKEN="$(random_secret)"
 export DAPR_API_TOKEN APP_API_TOKEN
-# daprd runs in $RUN_DIR, where the Configuration's SQLite name-resolution file lives.
+# daprd runs in $RUN_DIR, where the Configuration's SQLite name-resolution file lives. As
+# in Container Apps, a sidecar that exits is started again: order-processor asks its
+# sidecar to restart when the sidecar started without the binding (PostgreSQL was down).
 sidecar() { # APP_ID APP_PORT HTTP GRPC METRICS [ENV=VALUE...]
   local app_id="$1" app_port="$2" http="$3" grpc="$4" metrics="$5"
   shift 5
-  (cd "$RUN_DIR" && exec env "$@" "$DAPRD_BIN" --app-id "$app_id" --app-port "$app_port" \
-    --app-protocol http --dapr-http-port "$http" --dapr-grpc-port "$grpc" \
-    --dapr-internal-grpc-port "$((grpc + 100))" --metrics-port "$metrics" \
-    --dapr-listen-addresses 127.0.0.1 --resources-path "$ROOT/components" \
-    --config "$ROOT/components/config.yaml" --log-level warn) >"$LOGS/$app_id-daprd.log" 2>&1 &
+  (
+    cd "$RUN_DIR"
+    trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
+    while :; do
+      env "$@" "$DAPRD_BIN" --app-id "$app_id" --app-port "$app_port" \
+        --app-protocol http --dapr-http-port "$http" --dapr-grpc-port "$grpc" \
+        --dapr-internal-grpc-port "$((grpc + 100))" --metrics-port "$metrics" \
+        --dapr-listen-addresses 127.0.0.1 --resources-path "$ROOT/components" \
+        --config "$ROOT/components/config.yaml" --log-level warn &
+      child=$!
+      wait "$child" || true
+      echo "run.sh: daprd of $app_id exited; starting it again in 1 s"
+      sleep 1
+    done
+  ) >>"$LOGS/$app_id-daprd.log" 2>&1 &
   PIDS+=($!)
 }
 
