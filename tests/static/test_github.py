@@ -64,3 +64,23 @@ def test_azure_dev_leaves_time_for_cold_remote_builds():
     # azd's per-service publish/deploy limit bounds a cold remote Rust build plus the bootstrap.
     assert int(job["env"]["AZD_DEPLOY_TIMEOUT"]) >= 2700
     assert job["timeout-minutes"] >= 90
+
+
+def ci_dapr_versions():
+    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
+    return workflow["jobs"]["test"]["strategy"]["matrix"]["dapr"]
+
+
+def test_ci_tests_the_dapr_line_container_apps_runs_and_the_newest():
+    # Container Apps runs a managed Dapr 1.16 (microsoft/azure-container-apps#1676); the
+    # local default (tools/daprd/go.mod) is on the same line.
+    gomod = (ROOT / "tools/daprd/go.mod").read_text()
+    local = next(
+        line.split()[1].lstrip("v") for line in gomod.splitlines()
+        if line.strip().startswith("github.com/dapr/dapr v")
+    )
+    versions = ci_dapr_versions()
+    assert "latest" in versions, versions
+    lines = {v.rsplit(".", 1)[0] for v in versions if v != "latest"}
+    assert lines == {"1.16"}, versions
+    assert local.rsplit(".", 1)[0] == "1.16", local
