@@ -483,7 +483,7 @@ mod tests {
             self.sent
                 .lock()
                 .unwrap()
-                .push(orders.iter().map(|o| o.orderid).collect());
+                .push(orders.iter().map(|o| o.orderid()).collect());
             (self.reply)(&orders)
         }
     }
@@ -602,7 +602,7 @@ mod tests {
     #[tokio::test]
     async fn a_chunk_refused_by_order_processor_is_not_resent_until_the_file_changes() {
         let sink = sink(|orders: &[Order]| {
-            if orders.iter().any(|o| o.orderid == 2) {
+            if orders.iter().any(|o| o.orderid() == 2) {
                 Ok(Submitted::Rejected {
                     message: "1 order is invalid".into(),
                     details: vec![OrderError::new(1, Some(2), "price", "too high")],
@@ -625,7 +625,7 @@ mod tests {
         let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let failing = Arc::clone(&fail);
         let sink = sink(move |orders: &[Order]| {
-            if orders[0].orderid == 3 && failing.load(std::sync::atomic::Ordering::SeqCst) {
+            if orders[0].orderid() == 3 && failing.load(std::sync::atomic::Ordering::SeqCst) {
                 Err(SubmitError::Status {
                     status: reqwest::StatusCode::BAD_GATEWAY,
                     body: String::new(),

@@ -180,10 +180,10 @@ pub fn read_chunks(
     let mut stopped = false;
     let (_, digest) = stream(source, |raw| {
         match parse_order(position, raw) {
-            Ok(order) if repeated_ids.contains(&order.orderid) => {
+            Ok(order) if repeated_ids.contains(&order.orderid()) => {
                 chunk.errors.push(OrderError::new(
                     position,
-                    Some(order.orderid),
+                    Some(order.orderid()),
                     "orderid",
                     "appears more than once in the file",
                 ));

@@ -25,15 +25,13 @@ pub fn max_price() -> Decimal {
     Decimal::new(999_999_999_999, PRICE_SCALE)
 }
 
-/// A valid order. Build one with [`parse_order`] or [`Order::new`].
+/// A valid order: its fields are private, so [`parse_order`] and [`Order::new`], which
+/// validate, are the only ways to make one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
-    /// Positive, unique across all orders.
-    pub orderid: i64,
-    /// Non-blank, at most [`MAX_CUSTOMER_CHARS`] characters, no control characters.
-    pub customer: String,
-    /// Zero or more, at most two decimal places, at most [`max_price`].
-    pub price: Decimal,
+    orderid: i64,
+    customer: String,
+    price: Decimal,
 }
 
 impl Order {
@@ -63,6 +61,21 @@ impl Order {
         } else {
             Err(errors)
         }
+    }
+
+    /// Positive, unique across all orders.
+    pub fn orderid(&self) -> i64 {
+        self.orderid
+    }
+
+    /// Non-blank, at most [`MAX_CUSTOMER_CHARS`] characters, no control characters.
+    pub fn customer(&self) -> &str {
+        &self.customer
+    }
+
+    /// Zero or more, at most two decimal places, at most [`max_price`].
+    pub fn price(&self) -> Decimal {
+        self.price
     }
 }
 

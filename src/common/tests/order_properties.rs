@@ -20,10 +20,8 @@ fn config() -> ProptestConfig {
 fn valid_order() -> impl Strategy<Value = Order> {
     let customer = "[^\\p{Cc}]{1,200}".prop_filter("not blank", |c| !c.trim().is_empty());
     let cents = 0i64..=999_999_999_999;
-    (1i64..=i64::MAX, customer, cents).prop_map(|(orderid, customer, cents)| Order {
-        orderid,
-        customer,
-        price: Decimal::new(cents, 2),
+    (1i64..=i64::MAX, customer, cents).prop_map(|(orderid, customer, cents)| {
+        Order::new(0, orderid, customer, Decimal::new(cents, 2)).expect("a valid order")
     })
 }
 
@@ -68,12 +66,12 @@ proptest! {
         let raw = RawValue::from_string(value.to_string()).unwrap();
         match parse_order(5, &raw) {
             Ok(order) => {
-                prop_assert!(order.orderid >= 1);
-                prop_assert!(!order.customer.trim().is_empty());
-                prop_assert!(order.customer.chars().count() <= MAX_CUSTOMER_CHARS);
-                prop_assert!(!order.price.is_sign_negative() || order.price.is_zero());
-                prop_assert!(order.price <= max_price());
-                prop_assert!(order.price.normalize().scale() <= 2);
+                prop_assert!(order.orderid() >= 1);
+                prop_assert!(!order.customer().trim().is_empty());
+                prop_assert!(order.customer().chars().count() <= MAX_CUSTOMER_CHARS);
+                prop_assert!(!order.price().is_sign_negative() || order.price().is_zero());
+                prop_assert!(order.price() <= max_price());
+                prop_assert!(order.price().normalize().scale() <= 2);
                 let object = value.as_object().unwrap();
                 prop_assert!(object.keys().all(|k| FIELDS.contains(&k.as_str())));
             }

@@ -116,7 +116,8 @@ pub async fn get_order(pool: &PgPool, orderid: i64) -> Result<Option<Order>, sql
     )
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|r| stored(r.orderid, r.customer, r.price)))
+    row.map(|r| stored(r.orderid, r.customer, r.price))
+        .transpose()
 }
 
 /// Up to `limit` orders with ids greater than `after`, in id order (keyset pagination).
@@ -128,10 +129,9 @@ pub async fn list_orders(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Or
     )
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
+    rows.into_iter()
         .map(|r| stored(r.orderid, r.customer, r.price))
-        .collect())
+        .collect()
 }
 
 /// The ids among `orders_json` (a JSON array of orders) that are stored with a different
@@ -149,12 +149,13 @@ pub async fn conflicting_ids(pool: &PgPool, orders_json: &str) -> Result<Vec<i64
     .await
 }
 
-/// A stored row is valid by construction (the table's checks), so it becomes an `Order`
-/// without validating again.
-fn stored(orderid: i64, customer: String, price: Decimal) -> Order {
-    Order {
-        orderid,
-        customer,
-        price,
-    }
+/// A stored row is valid (the table's checks repeat the validation), so it becomes an
+/// `Order` through the same constructor as any other; a row that is not is a decode error.
+fn stored(orderid: i64, customer: String, price: Decimal) -> Result<Order, sqlx::Error> {
+    Order::new(0, orderid, customer, price).map_err(|errors| {
+        let reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        sqlx::Error::Decode(
+            format!("stored order {orderid} is invalid: {}", reasons.join("; ")).into(),
+        )
+    })
 }

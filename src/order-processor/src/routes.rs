@@ -162,7 +162,7 @@ async fn list_orders<W: OrderWriter>(
         .await
         .map_err(|error| ApiError::Unavailable(error.into()))?;
     let next_after = (orders.len() as i64 == limit)
-        .then(|| orders.last().map(|o| o.orderid))
+        .then(|| orders.last().map(|o| o.orderid()))
         .flatten();
     Ok(Json(Page { orders, next_after }))
 }

@@ -103,7 +103,7 @@ async fn after_the_bootstrap_the_app_migrates_writes_and_reads_and_can_do_nothin
             .unwrap();
         assert_eq!(inserted.rows_affected(), 1, "{mode:?}");
         let order = db::get_order(&pool, 1).await.unwrap().unwrap();
-        assert_eq!(order.customer, "Ada");
+        assert_eq!(order.customer(), "Ada");
 
         let mut admin = superuser(&server, DATABASE).await;
         let (schema_owner, table_owner): (String, String) = sqlx::query_as(

@@ -342,9 +342,9 @@ impl Bench {
 
     /// Seconds to store the orders with one multi-row INSERT into a fresh table.
     pub async fn insert_floor(&self, orders: &[Order]) -> anyhow::Result<f64> {
-        let ids: Vec<i64> = orders.iter().map(|o| o.orderid).collect();
-        let customers: Vec<String> = orders.iter().map(|o| o.customer.clone()).collect();
-        let prices: Vec<Decimal> = orders.iter().map(|o| o.price).collect();
+        let ids: Vec<i64> = orders.iter().map(|o| o.orderid()).collect();
+        let customers: Vec<String> = orders.iter().map(|o| o.customer().to_owned()).collect();
+        let prices: Vec<Decimal> = orders.iter().map(|o| o.price()).collect();
         self.fresh_floor_table().await?;
         let started = Instant::now();
         let done = sqlx::query(

@@ -67,11 +67,11 @@ pub fn orders_file(orders: &[Order]) -> anyhow::Result<String> {
 pub fn csv(orders: &[Order]) -> Vec<u8> {
     let mut out = String::with_capacity(orders.len() * 40);
     for order in orders {
-        out.push_str(&order.orderid.to_string());
+        out.push_str(&order.orderid().to_string());
         out.push_str(",\"");
-        out.push_str(&order.customer.replace('"', "\"\""));
+        out.push_str(&order.customer().replace('"', "\"\""));
         out.push_str("\",");
-        out.push_str(&order.price.to_string());
+        out.push_str(&order.price().to_string());
         out.push('\n');
     }
     out.into_bytes()
@@ -117,7 +117,7 @@ mod tests {
         let orders = generate(42, 3).unwrap();
         let seen: Vec<String> = orders
             .iter()
-            .map(|o| format!("{} {} {}", o.orderid, o.customer, o.price))
+            .map(|o| format!("{} {} {}", o.orderid(), o.customer(), o.price()))
             .collect();
         assert_eq!(
             seen,
@@ -140,9 +140,9 @@ mod tests {
             let raw = RawValue::from_string(raw.to_string()).unwrap();
             assert_eq!(parse_order(index, &raw).unwrap(), orders[index]);
         }
-        let ids: HashSet<i64> = orders.iter().map(|o| o.orderid).collect();
+        let ids: HashSet<i64> = orders.iter().map(|o| o.orderid()).collect();
         assert_eq!(ids.len(), orders.len());
-        assert!(orders.windows(2).all(|w| w[0].orderid < w[1].orderid));
+        assert!(orders.windows(2).all(|w| w[0].orderid() < w[1].orderid()));
     }
 
     #[test]
@@ -160,6 +160,6 @@ mod tests {
         let bodies = chunk_bodies(&orders, 2).unwrap();
         assert_eq!(bodies.len(), 3);
         let back: Vec<serde_json::Value> = serde_json::from_str(&bodies[2]).unwrap();
-        assert_eq!(back[0]["orderid"], orders[4].orderid);
+        assert_eq!(back[0]["orderid"], orders[4].orderid());
     }
 }
