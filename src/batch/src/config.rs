@@ -83,8 +83,8 @@ impl Config {
             chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
             chunks_in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
-            dapr_api_token: vars.optional_secret("DAPR_API_TOKEN")?,
-            app_api_token: vars.optional_secret("APP_API_TOKEN")?,
+            dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
+            app_api_token: vars.optional_token("APP_API_TOKEN")?,
             target_app_id: route_name("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
             cron_binding: route_name("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: Duration::from_secs(vars.number_in(

@@ -78,6 +78,18 @@ impl Vars {
         Ok(self.optional(var)?.map(SecretString::from))
     }
 
+    /// An optional token that travels in an HTTP or gRPC header (`dapr-api-token`): only
+    /// visible ASCII, so that it can never be dropped or mangled on the way.
+    pub fn optional_token(&self, var: &str) -> Result<Option<SecretString>, ConfigError> {
+        match self.optional(var)? {
+            Some(token) if !token.bytes().all(|b| b.is_ascii_graphic()) => Err(ConfigError::new(
+                var,
+                "may hold only visible ASCII characters (no spaces or control characters): it is sent as a header",
+            )),
+            token => Ok(token.map(SecretString::from)),
+        }
+    }
+
     /// `var` parsed as `T`, or `default` when unset.
     pub fn parse_or<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
     where
@@ -181,5 +193,15 @@ mod tests {
         let vars = Vars::from_pairs([("DATABASE_URL", "postgres://u:hunter2@db/x")]);
         let secret = vars.secret("DATABASE_URL").unwrap();
         assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_token_with_characters_a_header_cannot_carry_is_refused() {
+        let vars = Vars::from_pairs([("DAPR_API_TOKEN", "abc\u{e9}def"), ("OTHER", "a b")]);
+        let error = vars.optional_token("DAPR_API_TOKEN").unwrap_err();
+        assert_eq!(error.var, "DAPR_API_TOKEN");
+        assert!(vars.optional_token("OTHER").is_err());
+        let vars = Vars::from_pairs([("DAPR_API_TOKEN", "s3cret-TOKEN_1")]);
+        assert!(vars.optional_token("DAPR_API_TOKEN").unwrap().is_some());
     }
 }

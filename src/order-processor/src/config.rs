@@ -117,8 +117,8 @@ impl Config {
             )?),
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
-            dapr_api_token: vars.optional_secret("DAPR_API_TOKEN")?,
-            app_api_token: vars.optional_secret("APP_API_TOKEN")?,
+            dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
+            app_api_token: vars.optional_token("APP_API_TOKEN")?,
             binding_name: vars
                 .optional("SQLDB_BINDING")?
                 .unwrap_or_else(|| DEFAULT_SQLDB_BINDING.to_owned()),
