@@ -7,6 +7,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::order::OrderError;
 use serde::Serialize;
+use tonic::Code;
+
+use crate::binding::BindingError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +17,34 @@ pub enum ApiError {
     /// The body is not JSON, or not an order or a list of orders.
     #[error("{0}")]
     MalformedBody(String),
+    /// The body holds more orders than one request may carry.
+    #[error(
+        "the request holds {received} orders; at most {limit} are accepted (MAX_ORDERS_PER_REQUEST)"
+    )]
+    TooManyOrders {
+        /// Orders in the request.
+        received: usize,
+        /// The most one request may carry.
+        limit: usize,
+    },
     /// The body is larger than the service accepts.
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,
     },
+    /// The sidecar refused the binding call as too large (gRPC `RESOURCE_EXHAUSTED`: the
+    /// message is over its limit); the same request would fail again.
+    #[error(
+        "the orders are too large for order-processor's sidecar to pass to the database in one call; send smaller requests (fewer orders)"
+    )]
+    TooLargeForBinding(#[source] BindingError),
+    /// The sidecar refused the binding call as not allowed (gRPC `UNAUTHENTICATED` or
+    /// `PERMISSION_DENIED`): a configuration fault that retrying does not fix.
+    #[error(
+        "order-processor's sidecar refused the binding call: check that order-processor's DAPR_API_TOKEN is its sidecar's; details are in order-processor's log"
+    )]
+    BindingForbidden(#[source] BindingError),
     /// At least one order is invalid; nothing was stored.
     #[error("{}", invalid_message(.0))]
     InvalidOrders(Vec<OrderError>),
@@ -65,7 +90,10 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::MalformedBody(_) => (StatusCode::BAD_REQUEST, "malformed_body"),
+            Self::TooManyOrders { .. } => (StatusCode::BAD_REQUEST, "too_many_orders"),
             Self::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::TooLargeForBinding(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large_for_binding"),
+            Self::BindingForbidden(_) => (StatusCode::INTERNAL_SERVER_ERROR, "binding_forbidden"),
             Self::InvalidOrders(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_orders"),
             Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
@@ -74,11 +102,36 @@ impl ApiError {
     }
 }
 
+/// How a failed binding call is answered: by what the sidecar said (its gRPC status code).
+/// daprd 1.16 answers a wrong or missing `dapr-api-token` with `UNAUTHENTICATED`, a message
+/// over its size limit (`--max-body-size`, 4 MiB by default) with `RESOURCE_EXHAUSTED`, and
+/// every failure of the binding itself with `INTERNAL`: the database refused the statement,
+/// or the sidecar has no such binding (it failed to load, or is not scoped to this app).
+/// `PERMISSION_DENIED` is not what daprd 1.16 says here, but a refusal all the same.
+impl From<BindingError> for ApiError {
+    fn from(error: BindingError) -> Self {
+        match error.code() {
+            Some(Code::ResourceExhausted) => Self::TooLargeForBinding(error),
+            Some(Code::Unauthenticated | Code::PermissionDenied) => Self::BindingForbidden(error),
+            _ => Self::Unavailable(error.into()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if let Self::Unavailable(cause) = &self {
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+        match &self {
+            Self::Unavailable(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+            }
+            Self::BindingForbidden(cause) => {
+                tracing::error!(error = %cause, "the sidecar refused the binding call: DAPR_API_TOKEN must be the sidecar's token, and the binding component scoped to this app");
+            }
+            Self::TooLargeForBinding(cause) => {
+                tracing::warn!(error = %cause, "the sidecar refused the binding call as too large");
+            }
+            _ => {}
         }
         let details = match &self {
             Self::InvalidOrders(errors) => Some(errors.as_slice()),
@@ -92,5 +145,117 @@ impl IntoResponse for ApiError {
             },
         };
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fmt::{self, Write as _};
+    use std::sync::{Arc, Mutex};
+
+    use tracing::Level;
+
+    use super::*;
+
+    const CAUSE: &str = "grpc: received message larger than max; password hunter2";
+
+    fn refused(code: Code) -> BindingError {
+        BindingError::Call(tonic::Status::new(code, CAUSE))
+    }
+
+    #[test]
+    fn every_grpc_code_from_the_sidecar_has_one_stable_answer() {
+        let (too_large, forbidden, unavailable) = (
+            (413, "too_large_for_binding"),
+            (500, "binding_forbidden"),
+            (503, "unavailable"),
+        );
+        let table = [
+            (Code::Ok, unavailable),
+            (Code::Cancelled, unavailable),
+            (Code::Unknown, unavailable),
+            (Code::InvalidArgument, unavailable),
+            (Code::DeadlineExceeded, unavailable),
+            (Code::NotFound, unavailable),
+            (Code::AlreadyExists, unavailable),
+            (Code::PermissionDenied, forbidden),
+            (Code::ResourceExhausted, too_large),
+            (Code::FailedPrecondition, unavailable),
+            (Code::Aborted, unavailable),
+            (Code::OutOfRange, unavailable),
+            (Code::Unimplemented, unavailable),
+            (Code::Internal, unavailable),
+            (Code::Unavailable, unavailable),
+            (Code::DataLoss, unavailable),
+            (Code::Unauthenticated, forbidden),
+        ];
+        for (code, (status, name)) in table {
+            let (got_status, got_name) = ApiError::from(refused(code)).status_and_code();
+            assert_eq!((got_status.as_u16(), got_name), (status, name), "{code:?}");
+        }
+        let bad = ApiError::from(BindingError::BadResponse(Some("many".to_owned())));
+        assert_eq!(
+            bad.status_and_code(),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+        );
+    }
+
+    /// Keeps the level and the fields of every event.
+    struct Capture(Arc<Mutex<Vec<(Level, String)>>>);
+
+    struct Fields(String);
+
+    impl tracing::field::Visit for Fields {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            let _ = write!(self.0, "{}={value:?} ", field.name());
+        }
+    }
+
+    impl tracing::Subscriber for Capture {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let mut fields = Fields(String::new());
+            event.record(&mut fields);
+            self.0
+                .lock()
+                .unwrap()
+                .push((*event.metadata().level(), fields.0));
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[tokio::test]
+    async fn a_refused_binding_call_is_logged_with_its_cause_and_answered_without_it() {
+        for (code, level) in [
+            (Code::ResourceExhausted, Level::WARN),
+            (Code::Unauthenticated, Level::ERROR),
+            (Code::PermissionDenied, Level::ERROR),
+            (Code::Internal, Level::ERROR),
+        ] {
+            let events = Arc::default();
+            let response = tracing::subscriber::with_default(Capture(Arc::clone(&events)), || {
+                ApiError::from(refused(code)).into_response()
+            });
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(!body.contains("hunter2"), "{code:?}: {body}");
+            let events = events.lock().unwrap();
+            assert!(
+                events
+                    .iter()
+                    .any(|(l, fields)| *l == level && fields.contains("hunter2")),
+                "{code:?}: {events:?}"
+            );
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod binding;
 pub mod binding_watch;
+mod body;
 pub mod bootstrap;
 mod config;
 pub mod db;

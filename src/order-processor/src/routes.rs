@@ -10,13 +10,12 @@ use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::dapr::AppApiToken;
-use common::order::{Order, WriteOutcome, parse_orders};
+use common::order::{Order, WriteOutcome};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use tower_http::trace::TraceLayer;
 
-use crate::binding::OrderWriter;
-use crate::{ApiError, AppState, MAX_BODY_BYTES, db};
+use crate::binding::{OrderWriter, Params, orders_json};
+use crate::{ApiError, AppState, MAX_BODY_BYTES, body, db};
 
 /// The most orders `GET /orders` returns at once.
 const MAX_PAGE: i64 = 1000;
@@ -55,21 +54,21 @@ async fn create_orders<W: OrderWriter>(
             ApiError::MalformedBody(rejection.body_text())
         }
     })?;
-    let orders = parse_body(&body, state.max_orders_per_request)?;
-    let json = serde_json::to_string(&orders)
-        .map_err(|error| ApiError::Unavailable(anyhow::Error::new(error)))?;
+    let orders = body::parse(&body, state.max_orders_per_request)?;
+    // Freed before the binding call, the longest wait, so chunks in flight hold less.
+    drop(body);
     let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
 
     let inserted = state
         .writer
-        .insert(&json, traceparent)
-        .await
-        .map_err(|error| ApiError::Unavailable(error.into()))?;
+        .insert_params(Params::from_orders(&orders), traceparent)
+        .await?;
     let received = orders.len() as u64;
+    // Only a request with orders that were stored already needs their JSON a second time.
     let conflicts = if inserted == received {
         Vec::new()
     } else {
-        db::conflicting_ids(&state.pool, &json)
+        db::conflicting_ids(&state.pool, &orders_json(&orders))
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?
     };
@@ -91,36 +90,6 @@ async fn create_orders<W: OrderWriter>(
         tracing::warn!(ids = ?outcome.conflicts, "orders already stored with different content were left unchanged");
     }
     Ok(Json(outcome))
-}
-
-/// Reads one order or an array of orders and checks them all.
-fn parse_body(body: &[u8], max_orders: usize) -> Result<Vec<Order>, ApiError> {
-    let raw: Box<RawValue> = serde_json::from_slice(body).map_err(|error| {
-        ApiError::MalformedBody(format!("the request body is not valid JSON: {error}"))
-    })?;
-    let raws: Vec<Box<RawValue>> = match raw.get().as_bytes().first() {
-        Some(b'[') => serde_json::from_str(raw.get()).map_err(|error| {
-            ApiError::MalformedBody(format!("the request body is not valid JSON: {error}"))
-        })?,
-        Some(b'{') => vec![raw],
-        _ => {
-            return Err(ApiError::MalformedBody(
-                "the request body must be an order object or an array of orders".to_owned(),
-            ));
-        }
-    };
-    if raws.is_empty() {
-        return Err(ApiError::MalformedBody(
-            "the request body must hold at least one order".to_owned(),
-        ));
-    }
-    if raws.len() > max_orders {
-        return Err(ApiError::MalformedBody(format!(
-            "the request body holds {} orders; at most {max_orders} are accepted at once",
-            raws.len()
-        )));
-    }
-    parse_orders(raws.iter().map(AsRef::as_ref)).map_err(ApiError::InvalidOrders)
 }
 
 async fn get_order<W: OrderWriter>(

@@ -12,6 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{FailingWriter, outcome, spawn_app, spawn_with};
 use testkit::pg::TestDb;
+use tonic::Code;
 
 #[tokio::test]
 async fn new_orders_are_stored_with_exact_prices() {
@@ -159,19 +160,19 @@ async fn malformed_json_is_refused_with_the_error_shape() {
 }
 
 #[tokio::test]
-async fn too_many_orders_in_one_request_are_refused() {
+async fn too_many_orders_in_one_request_are_refused_with_the_count_and_the_limit() {
     let app = spawn_app().await;
     let orders: Vec<Value> = (1..=101)
         .map(|id| json!({"orderid": id, "customer": "A", "price": 1}))
         .collect();
     let (status, body) = app.post(serde_json::to_string(&orders).unwrap()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 100"),
-        "{body}"
+    assert_eq!(
+        body,
+        json!({"error": {
+            "code": "too_many_orders",
+            "message": "the request holds 101 orders; at most 100 are accepted (MAX_ORDERS_PER_REQUEST)",
+        }})
     );
     assert!(app.stored().await.is_empty());
 }
@@ -264,14 +265,58 @@ async fn orders_are_paged_by_keyset() {
 }
 
 #[tokio::test]
-async fn storage_failure_is_503_without_its_details() {
-    let app = spawn_with(|_| FailingWriter).await;
-    let (status, body) = app.post(r#"{"orderid":1,"customer":"A","price":1}"#).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        body,
-        json!({"error": {"code": "unavailable", "message": "storage is unavailable"}})
-    );
+async fn each_refusal_of_the_binding_call_is_answered_with_its_stable_code_and_no_internals() {
+    let forbidden = json!({"error": {
+        "code": "binding_forbidden",
+        "message": "order-processor's sidecar refused the binding call: check that \
+                    order-processor's DAPR_API_TOKEN is its sidecar's; details are in \
+                    order-processor's log",
+    }});
+    let unavailable =
+        json!({"error": {"code": "unavailable", "message": "storage is unavailable"}});
+    let too_large = json!({"error": {
+        "code": "too_large_for_binding",
+        "message": "the orders are too large for order-processor's sidecar to pass to the \
+                    database in one call; send smaller requests (fewer orders)",
+    }});
+    let cases = [
+        (
+            Code::ResourceExhausted,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &too_large,
+        ),
+        (
+            Code::Unauthenticated,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &forbidden,
+        ),
+        (
+            Code::PermissionDenied,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &forbidden,
+        ),
+        (
+            Code::Internal,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &unavailable,
+        ),
+        (
+            Code::Unavailable,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &unavailable,
+        ),
+        (
+            Code::Cancelled,
+            StatusCode::SERVICE_UNAVAILABLE,
+            &unavailable,
+        ),
+    ];
+    for (code, status, answer) in cases {
+        let app = spawn_with(|_| FailingWriter(code)).await;
+        let (got, body) = app.post(r#"{"orderid":1,"customer":"A","price":1}"#).await;
+        assert_eq!((got, &body), (status, answer), "{code:?}");
+        assert!(app.stored().await.is_empty());
+    }
 }
 
 #[tokio::test]

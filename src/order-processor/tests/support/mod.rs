@@ -6,19 +6,22 @@
 use std::time::Duration;
 
 use common::dapr::{AppApiToken, Sidecar};
-use order_processor::binding::{BindingError, INSERT_SQL, OrderWriter};
+use order_processor::binding::{BindingError, INSERT_SQL, OrderWriter, Params};
 use order_processor::{AppState, WriteOutcome, db, router};
 use reqwest::StatusCode;
 use serde_json::Value;
 use sqlx::PgPool;
 use testkit::pg::TestDb;
 
-/// Runs the binding's statement directly, as daprd would.
+/// Runs the binding's statement directly, as daprd would: `params` decoded as a JSON array
+/// of one string, which becomes the statement's parameter.
 #[derive(Clone)]
 pub struct SqlWriter(PgPool);
 
 impl OrderWriter for SqlWriter {
-    async fn insert(&self, orders_json: &str, _: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert_params(&self, params: Params, _: Option<&str>) -> Result<u64, BindingError> {
+        let [orders_json]: [String; 1] = serde_json::from_str(params.as_str())
+            .map_err(|e| BindingError::Call(tonic::Status::internal(e.to_string())))?;
         let result = sqlx::query(INSERT_SQL)
             .bind(orders_json)
             .execute(&self.0)
@@ -28,15 +31,17 @@ impl OrderWriter for SqlWriter {
     }
 }
 
-/// A binding whose sidecar fails with an error that mentions secrets.
+/// A binding whose sidecar fails with this gRPC status code and an error that mentions
+/// secrets.
 #[derive(Clone)]
-pub struct FailingWriter;
+pub struct FailingWriter(pub tonic::Code);
+
+/// What [`FailingWriter`]'s sidecar says; no answer may repeat it.
+pub const SECRET_CAUSE: &str = "dial tcp 10.1.2.3:5432: password authentication failed for hunter2";
 
 impl OrderWriter for FailingWriter {
-    async fn insert(&self, _: &str, _: Option<&str>) -> Result<u64, BindingError> {
-        Err(BindingError::Call(tonic::Status::unavailable(
-            "dial tcp 10.1.2.3:5432: password authentication failed for hunter2",
-        )))
+    async fn insert_params(&self, _: Params, _: Option<&str>) -> Result<u64, BindingError> {
+        Err(BindingError::Call(tonic::Status::new(self.0, SECRET_CAUSE)))
     }
 }
 
