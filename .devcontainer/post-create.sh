@@ -3,16 +3,20 @@
 # runtime of the version tools/daprd pins, slim (no Docker: the scripts start daprd
 # themselves), so scripts/run.sh and scripts/test.sh use it instead of building one.
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-dapr_version="$(sed -n 's/^\tgithub.com\/dapr\/dapr v\([0-9.]*\)$/\1/p' tools/daprd/go.mod)"
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
+cd "$ROOT"
 
 echo "==> Rust toolchain of rust-toolchain.toml"
 rustup show active-toolchain || rustup toolchain install
 
-echo "==> Dapr runtime $dapr_version (slim)"
-if [ "$("$HOME/.dapr/bin/daprd" --version 2>/dev/null)" != "$dapr_version" ]; then
+echo "==> Dapr CLI $(dapr_cli_version) (the version tools/dapr-cli/go.mod pins), runtime $DAPR_VERSION (slim)"
+if [ "$("$HOME/.dapr/bin/daprd" --version 2>/dev/null)" != "$DAPR_VERSION" ]; then
   dapr uninstall >/dev/null 2>&1 || true
-  dapr init --slim --runtime-version "$dapr_version"
+  dapr init --slim --runtime-version "$DAPR_VERSION"
 fi
+
+echo "==> Node.js $(node --version) for the npm packages of tools/"
+require_node_for tools/markdownlint
 
 echo "==> Ready: ./scripts/run.sh runs the system, ./scripts/test.sh every test, azd up deploys."

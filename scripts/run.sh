@@ -10,9 +10,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 RUN_DIR="$STATE_DIR/run"
 PG_DATA="$STATE_DIR/postgres"
+# Every port the run listens on: the apps, their sidecars' HTTP, gRPC, internal gRPC and
+# metrics ports, and PostgreSQL's. Each can be changed through its variable.
 PG_PORT="${PG_PORT:-55432}"
 OP_PORT="${OP_PORT:-6001}" OP_HTTP="${OP_HTTP:-3501}" OP_GRPC="${OP_GRPC:-50001}"
+OP_INTERNAL_GRPC="${OP_INTERNAL_GRPC:-$((OP_GRPC + 100))}" OP_METRICS="${OP_METRICS:-9091}"
 BATCH_PORT="${BATCH_PORT:-6002}" BATCH_HTTP="${BATCH_HTTP:-3502}" BATCH_GRPC="${BATCH_GRPC:-50002}"
+BATCH_INTERNAL_GRPC="${BATCH_INTERNAL_GRPC:-$((BATCH_GRPC + 100))}" BATCH_METRICS="${BATCH_METRICS:-9092}"
 
 PIDS=()
 STARTED_PG=""
@@ -26,9 +30,14 @@ cleanup() {
   say "stopped; logs are in ${RUN_DIR#"$ROOT"/}/logs"
 }
 
-for port in "$OP_PORT" "$OP_HTTP" "$OP_GRPC" "$BATCH_PORT" "$BATCH_HTTP" "$BATCH_GRPC"; do
-  port_free "$port" || die "port $port is in use (another run?); stop it or set the *_PORT variables"
-done
+# Before anything is built or started: a port in use would otherwise show only as a
+# process that is "not ready" a minute later. PostgreSQL's counts only when this run will
+# start it (no DATABASE_URL, the cluster of .local/postgres not running already).
+PORT_VARS=(OP_PORT OP_HTTP OP_GRPC OP_INTERNAL_GRPC OP_METRICS
+  BATCH_PORT BATCH_HTTP BATCH_GRPC BATCH_INTERNAL_GRPC BATCH_METRICS)
+if [ -z "${DATABASE_URL:-}" ] && ! pid_file_alive "$PG_DATA/postmaster.pid"; then PORT_VARS+=(PG_PORT); fi
+check_ports "${PORT_VARS[@]}"
+[ -n "${DATABASE_URL:-}" ] || require_node_for_postgres
 
 ensure_rust
 DAPRD_BIN="$(daprd_path)"
@@ -44,23 +53,25 @@ say "building the services"
 
 rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR/logs"
 LOGS="$RUN_DIR/logs"
-# As in Container Apps: the sidecars take calls with DAPR_API_TOKEN only, and the apps take
-# calls on their API routes with APP_API_TOKEN (which the sidecars send) only. New per run.
+# As in Container Apps, the apps take calls on their API routes with APP_API_TOKEN (which
+# the sidecars send) only. Beyond Container Apps, whose sidecars are reachable from inside
+# the replica only, the sidecars here take calls with DAPR_API_TOKEN only: on a shared
+# machine any local process could reach them. Both new per run.
 DAPR_API_TOKEN="$(random_secret)" APP_API_TOKEN="$(random_secret)"
 export DAPR_API_TOKEN APP_API_TOKEN
 # daprd runs in $RUN_DIR, where the Configuration's SQLite name-resolution file lives. As
 # in Container Apps, a sidecar that exits is started again: order-processor asks its
 # sidecar to restart when the sidecar started without the binding (PostgreSQL was down).
-sidecar() { # APP_ID APP_PORT HTTP GRPC METRICS [ENV=VALUE...]
-  local app_id="$1" app_port="$2" http="$3" grpc="$4" metrics="$5"
-  shift 5
+sidecar() { # APP_ID APP_PORT HTTP GRPC INTERNAL_GRPC METRICS [ENV=VALUE...]
+  local app_id="$1" app_port="$2" http="$3" grpc="$4" internal="$5" metrics="$6"
+  shift 6
   (
     cd "$RUN_DIR"
     trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 0' TERM INT
     while :; do
       env "$@" "$DAPRD_BIN" --app-id "$app_id" --app-port "$app_port" \
         --app-protocol http --dapr-http-port "$http" --dapr-grpc-port "$grpc" \
-        --dapr-internal-grpc-port "$((grpc + 100))" --metrics-port "$metrics" \
+        --dapr-internal-grpc-port "$internal" --metrics-port "$metrics" \
         --dapr-listen-addresses 127.0.0.1 --resources-path "$ROOT/components" \
         --config "$ROOT/components/config.yaml" --log-level warn &
       child=$!
@@ -76,14 +87,15 @@ say "starting order-processor on :$OP_PORT and its sidecar on :$OP_HTTP"
 env DATABASE_URL="$DATABASE_URL" APP_PORT="$OP_PORT" DAPR_HTTP_PORT="$OP_HTTP" DAPR_GRPC_PORT="$OP_GRPC" \
   "$ROOT/target/debug/order-processor" >"$LOGS/order-processor.log" 2>&1 &
 PIDS+=($!)
-sidecar order-processor "$OP_PORT" "$OP_HTTP" "$OP_GRPC" 9091 SQLDB_CONNECTION_STRING="$DATABASE_URL"
+sidecar order-processor "$OP_PORT" "$OP_HTTP" "$OP_GRPC" "$OP_INTERNAL_GRPC" "$OP_METRICS" \
+  SQLDB_CONNECTION_STRING="$DATABASE_URL"
 wait_http "http://127.0.0.1:$OP_PORT/readyz" 60 || die "order-processor is not ready; see $LOGS"
 
 say "starting batch on :$BATCH_PORT and its sidecar on :$BATCH_HTTP (cron: every 10 s)"
 env APP_PORT="$BATCH_PORT" DAPR_HTTP_PORT="$BATCH_HTTP" ${ORDERS_FILE:+ORDERS_FILE="$ORDERS_FILE"} \
   "$ROOT/target/debug/batch" >"$LOGS/batch.log" 2>&1 &
 PIDS+=($!)
-sidecar batch "$BATCH_PORT" "$BATCH_HTTP" "$BATCH_GRPC" 9092
+sidecar batch "$BATCH_PORT" "$BATCH_HTTP" "$BATCH_GRPC" "$BATCH_INTERNAL_GRPC" "$BATCH_METRICS"
 wait_http "http://127.0.0.1:$BATCH_PORT/readyz" 60 || die "batch is not ready; see $LOGS"
 
 cat >&2 <<INFO

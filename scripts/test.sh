@@ -20,6 +20,10 @@ finish() {
 }
 trap finish EXIT
 
+# What can be known at once, before minutes of building: a Node.js new enough for the npm
+# packages that tools/ pins (markdownlint-cli2; the PostgreSQL server when it is installed).
+require_node_for tools/markdownlint
+require_node_for_postgres
 ensure_rust
 export SQLX_OFFLINE=true
 
@@ -30,7 +34,7 @@ say "lints: cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -q -- -D warnings
 
 say "dependencies: cargo deny check licenses bans sources"
-cargo_tool cargo-deny deny 0.20.2
+ensure_cargo_deny
 cargo deny --log-level error check licenses bans sources
 
 say "offline checks"
@@ -55,6 +59,8 @@ export GITLEAKS
 echo "history: no secrets (gitleaks)"
 
 say "infra/, azure.yaml, the azd hooks, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/hooks, tests/static)"
+ACTIONLINT="$(actionlint_path)"
+export ACTIONLINT
 CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/hooks tests/static
 

@@ -85,6 +85,7 @@ while read -r port; do
   port_free "$port" || die "port $port, which dapr.yaml names, is in use (scripts/run.sh or another run?)"
 done < <(sed -nE 's/^ +(appPort|daprHTTPPort|daprGRPCPort): ([0-9]+)$/\2/p' dapr.yaml)
 
+require_node_for_postgres
 ensure_rust
 command -v jq >/dev/null || apt_install jq
 DAPR="$(dapr_cli_path)"

@@ -2,6 +2,11 @@
 each finds what is planted in a broken copy; the deploy workflow (azure-dev.yml) signs in
 with azd only and gives azd time for cold remote builds."""
 
+import os
+import re
+import subprocess
+import tomllib
+
 import yaml
 
 from static_support import ROOT, replace_in, tool
@@ -66,21 +71,204 @@ def test_azure_dev_leaves_time_for_cold_remote_builds():
     assert job["timeout-minutes"] >= 90
 
 
-def ci_dapr_versions():
-    workflow = yaml.safe_load((ROOT / ".github/workflows/ci.yml").read_text())
-    return workflow["jobs"]["test"]["strategy"]["matrix"]["dapr"]
+def workflow(name):
+    return yaml.safe_load((ROOT / ".github/workflows" / name).read_text())
 
 
-def test_ci_tests_the_dapr_line_container_apps_runs_and_the_newest():
-    # Container Apps runs a managed Dapr 1.16 (microsoft/azure-container-apps#1676); the
-    # local default (tools/daprd/go.mod) is on the same line.
-    gomod = (ROOT / "tools/daprd/go.mod").read_text()
-    local = next(
-        line.split()[1].lstrip("v") for line in gomod.splitlines()
-        if line.strip().startswith("github.com/dapr/dapr v")
-    )
-    versions = ci_dapr_versions()
+def gomod_version(tool_dir, module):
+    for line in (ROOT / tool_dir / "go.mod").read_text().splitlines():
+        if line.strip().startswith(module + " v"):
+            return line.split()[1].lstrip("v")
+    raise AssertionError(f"no {module} in {tool_dir}/go.mod")
+
+
+def step_using(job, action):
+    return next(step for step in job["steps"] if step.get("uses", "").startswith(action + "@"))
+
+
+def runs(job):
+    return "\n".join(step.get("run", "") for step in job["steps"])
+
+
+def test_ci_runs_the_readme_default_path_from_the_go_modules():
+    # No DAPRD and no installed Dapr: test.sh builds daprd from tools/daprd/go.mod and the
+    # multi-app run check builds the Dapr CLI from tools/dapr-cli/go.mod, so a bump of
+    # either compiles in CI; Go is the version tools/daprd/go.mod names.
+    job = workflow("ci.yml")["jobs"]["default-path"]
+    go = step_using(job, "actions/setup-go")["with"]
+    assert go["go-version-file"] == "tools/daprd/go.mod", go
+    assert "go-version" not in go
+    commands = runs(job)
+    assert "./scripts/test.sh" in commands and "./scripts/checks/dapr-multi-app-run.sh" in commands
+    assert "DAPRD" not in commands and "DAPRD" not in str(job.get("env", {}))
+    assert not any(step.get("uses", "").startswith("dapr/setup-dapr@") for step in job["steps"])
+    assert "dapr init" not in commands
+    # Go's module and build caches are keyed on the go.sum files; the daprd and Dapr CLI
+    # builds themselves are never restored from a cache.
+    caches = [step["with"] for step in job["steps"] if step.get("uses", "").startswith("actions/cache@")]
+    go_cache = next(c for c in caches if "go-build" in c["path"])
+    assert "tools/daprd/go.sum" in go_cache["key"] and "tools/dapr-cli/go.sum" in go_cache["key"]
+    for cache in caches:
+        for path in str(cache["path"]).split():
+            assert path.rstrip("/") not in ("~/.cache/dapr-rust-aca", "~/.dapr") and "daprd" not in path \
+                and "dapr-cli" not in path, path
+
+
+def test_ci_reads_the_pinned_versions_from_the_go_modules():
+    # The release-binaries matrix names the managed Dapr of Container Apps (an Azure fact,
+    # 1.16.x, not a pin of ours) and `latest`; the pins themselves (tools/daprd/go.mod,
+    # tools/dapr-cli/go.mod) are read from the go.mod files, never repeated in ci.yml.
+    text = (ROOT / ".github/workflows/ci.yml").read_text()
+    job = workflow("ci.yml")["jobs"]["release-binaries"]
+    versions = [str(v) for v in job["strategy"]["matrix"]["dapr"]]
     assert "latest" in versions, versions
-    lines = {v.rsplit(".", 1)[0] for v in versions if v != "latest"}
-    assert lines == {"1.16"}, versions
-    assert local.rsplit(".", 1)[0] == "1.16", local
+    managed = [v for v in versions if v != "latest"]
+    assert len(managed) == 1 and managed[0].startswith("1.16."), versions
+    for version in {gomod_version("tools/daprd", "github.com/dapr/dapr"), gomod_version("tools/dapr-cli", "github.com/dapr/cli")}:
+        code = "\n".join(line.split("#")[0] for line in text.splitlines())
+        assert version not in code, f"ci.yml repeats {version} instead of reading it from go.mod"
+    setup = step_using(job, "dapr/setup-dapr")["with"]
+    assert setup["version"] == "${{ steps.pins.outputs.dapr-cli }}", setup
+    pins = next(step for step in job["steps"] if step.get("id") == "pins")["run"]
+    assert "scripts/lib.sh" in pins and "dapr_cli_version" in pins
+    init = next(step for step in job["steps"] if "dapr init" in step.get("run", ""))
+    assert init["env"]["RUNTIME"] == "${{ matrix.dapr }}"
+    # What the pins step prints, run here: the go.mod versions.
+    result = subprocess.run(["bash", "-c", pins], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, GITHUB_OUTPUT="/dev/stdout"))
+    assert result.returncode == 0, result.stderr
+    assert f"dapr-cli={gomod_version('tools/dapr-cli', 'github.com/dapr/cli')}" in result.stdout
+
+
+def test_the_local_dapr_is_on_the_line_container_apps_runs():
+    # Container Apps runs a managed Dapr 1.16 (microsoft/azure-container-apps#1676).
+    assert gomod_version("tools/daprd", "github.com/dapr/dapr").rsplit(".", 1)[0] == "1.16"
+
+
+def test_every_job_that_runs_the_test_command_has_the_whole_history():
+    # gitleaks in the test command scans the history: a depth-1 checkout would hide it.
+    found = 0
+    for path in WORKFLOWS:
+        for name, job in (yaml.safe_load(path.read_text())["jobs"] or {}).items():
+            if "scripts/test.sh" in runs(job) or ".ci/run" in runs(job):
+                found += 1
+                checkout = step_using(job, "actions/checkout")
+                assert checkout.get("with", {}).get("fetch-depth") == 0, f"{path.name}: {name}"
+    assert found >= 2
+
+
+def test_advisories_are_checked_on_a_schedule():
+    scheduled = [
+        (path.name, job) for path in WORKFLOWS
+        for doc in [yaml.safe_load(path.read_text())]
+        # PyYAML reads the key `on` as True.
+        if "schedule" in (doc.get("on") or doc.get(True) or {})
+        for job in doc["jobs"].values()
+    ]
+    assert any("cargo deny check advisories" in runs(job) for _, job in scheduled), scheduled
+    for name, _ in scheduled:
+        doc = yaml.safe_load((ROOT / ".github/workflows" / name).read_text())
+        crons = [entry["cron"] for entry in (doc.get("on") or doc.get(True))["schedule"]]
+        assert crons and all(len(cron.split()) == 5 for cron in crons), crons
+
+
+def test_workflows_dependabot_and_issue_forms_match_their_schemas():
+    for schema, files in [
+        ("vendor.github-workflows", WORKFLOWS),
+        ("vendor.dependabot", [ROOT / ".github/dependabot.yml"]),
+        ("vendor.github-issue-forms", sorted((ROOT / ".github/ISSUE_TEMPLATE").glob("*.yml"))),
+    ]:
+        files = [f for f in files if f.name != "config.yml"]
+        assert files, schema
+        result = tool("check-jsonschema", "--builtin-schema", schema, *files)
+        assert result.returncode == 0, result.stdout + result.stderr
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.github-issue-config", ROOT / ".github/ISSUE_TEMPLATE/config.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_broken_dependabot_config_is_refused(copy_of):
+    broken = copy_of(".github/dependabot.yml")
+    replace_in(broken, "package-ecosystem: rust-toolchain", "package-ecosystem: rust-toolchains")
+    assert tool("check-jsonschema", "--builtin-schema", "vendor.dependabot", broken).returncode != 0
+
+
+# --- Dependabot covers every manifest ---------------------------------------------------------
+
+def repository_files():
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+                         capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    return [line for line in out.splitlines() if (ROOT / line).exists()]
+
+
+def manifests(files):
+    """Every file some Dependabot ecosystem reads: (ecosystem, the folder it is in)."""
+    found = []
+    members = {m for m in tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]}
+    for path in files:
+        folder, name = "/" + os.path.dirname(path), os.path.basename(path)
+        folder = folder.rstrip("/") or "/"
+        if name in ("Cargo.toml", "Cargo.lock"):
+            # A workspace member is updated through the workspace's root.
+            found.append(("cargo", "/" if os.path.dirname(path) in members else folder, path))
+        elif name == "go.mod":
+            found.append(("gomod", folder, path))
+        elif name == "package.json":
+            found.append(("npm", folder, path))
+        elif re.fullmatch(r"requirements.*\.txt", name):
+            found.append(("pip", folder, path))
+        elif name == "Dockerfile" or name.endswith(".Dockerfile"):
+            found.append(("docker", folder, path))
+        elif name == "devcontainer.json":
+            found.append(("devcontainers", "/", path))
+        elif path.startswith(".github/workflows/") and name.endswith((".yml", ".yaml")):
+            found.append(("github-actions", "/", path))
+        elif name in ("rust-toolchain.toml", "rust-toolchain"):
+            found.append(("rust-toolchain", folder, path))
+    return found
+
+
+def covered(config):
+    pairs = set()
+    for update in config["updates"]:
+        for folder in update.get("directories") or [update["directory"]]:
+            pairs.add((update["package-ecosystem"], "/" + folder.strip("/") if folder.strip("/") else "/"))
+    return pairs
+
+
+def test_dependabot_covers_every_manifest_in_the_repository():
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    found = manifests(repository_files())
+    kinds = {ecosystem for ecosystem, _, _ in found}
+    # The repository has each of these: the listing itself is not missing any.
+    assert {"cargo", "gomod", "npm", "pip", "docker", "devcontainers", "github-actions", "rust-toolchain"} <= kinds
+    missing = [path for ecosystem, folder, path in found if (ecosystem, folder) not in covered(config)]
+    assert not missing, f"no Dependabot entry covers {missing}"
+
+
+def test_every_dependabot_entry_points_at_a_manifest_of_its_ecosystem():
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    found = {(ecosystem, folder) for ecosystem, folder, _ in manifests(repository_files())}
+    stale = sorted(pair for pair in covered(config) if pair not in found)
+    assert not stale, f"Dependabot entries with no manifest there: {stale}"
+
+
+def test_the_coverage_check_finds_a_manifest_dependabot_misses(tmp_path):
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    found = manifests(repository_files() + ["tools/new-tool/package.json", "tools/other/go.mod"])
+    missing = {path for ecosystem, folder, path in found if (ecosystem, folder) not in covered(config)}
+    assert missing == {"tools/new-tool/package.json", "tools/other/go.mod"}
+
+
+def test_the_rust_toolchain_and_both_rust_images_move_in_one_pull_request():
+    # scripts/checks/docker-context.sh fails when a Dockerfile's Rust image and
+    # rust-toolchain.toml differ: separate pull requests for them would each fail.
+    config = yaml.safe_load((ROOT / ".github/dependabot.yml").read_text())
+    groups = {}
+    for update in config["updates"]:
+        for folder in update.get("directories") or [update["directory"]]:
+            groups[(update["package-ecosystem"], folder)] = update.get("multi-ecosystem-group")
+    dockerfiles = [p for e, _, p in manifests(repository_files()) if e == "docker"]
+    assert len(dockerfiles) == 2
+    names = {groups[("rust-toolchain", "/")]} | {groups[("docker", "/" + os.path.dirname(p))] for p in dockerfiles}
+    assert len(names) == 1 and None not in names, names
+    assert names <= set(config["multi-ecosystem-groups"])
