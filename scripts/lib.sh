@@ -226,6 +226,64 @@ daprd_path() {
   printf '%s\n' "$cached"
 }
 
+# The Jaeger version tools/jaeger pins: that of the github.com/jaegertracing/jaeger module.
+jaeger_version() {
+  sed -n 's/^\tgithub.com\/jaegertracing\/jaeger v\([0-9.]*\)\( .*\)\{0,1\}$/\1/p' "$ROOT/tools/jaeger/go.mod"
+}
+
+# Prints the path of Jaeger v2 (the local trace collector): $JAEGER, else our own build
+# from tools/jaeger, cached outside the repository once per content of its go.mod and
+# go.sum (the first build takes 6 to 15 minutes on 2 cores).
+jaeger_path() {
+  if [ -n "${JAEGER:-}" ]; then
+    [ -x "$JAEGER" ] || die "JAEGER=$JAEGER is not an executable"
+    printf '%s\n' "$JAEGER"; return 0
+  fi
+  local version key cached
+  version="$(jaeger_version)"
+  key="$(cat "$ROOT/tools/jaeger/go.mod" "$ROOT/tools/jaeger/go.sum" | sha256sum | cut -c1-12)"
+  cached="$CACHE_DIR/jaeger-$version-$key/jaeger"
+  if [ -x "$cached" ]; then
+    printf '%s\n' "$cached"; return 0
+  fi
+  command -v go >/dev/null ||
+    die "Jaeger $version is needed: install Go $(go_directive tools/jaeger) or newer to build it from tools/jaeger, or set JAEGER"
+  say "building Jaeger $version from Go modules (tools/jaeger; 6 to 15 minutes on 2 cores, once: cached in $(dirname "$cached"))"
+  local started=$SECONDS tmp
+  mkdir -p "$CACHE_DIR"
+  tmp="$(mktemp "$CACHE_DIR/jaeger.XXXXXX")"
+  (
+    cd "$ROOT/tools/jaeger"
+    CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "-s -w" -o "$tmp" \
+      github.com/jaegertracing/jaeger/cmd/jaeger
+  ) >&2 || { rm -f "$tmp"; die "building Jaeger failed"; }
+  mkdir -p "$(dirname "$cached")"
+  mv "$tmp" "$cached"
+  say "Jaeger $version built in $((SECONDS - started)) s"
+  printf '%s\n' "$cached"
+}
+
+# start_jaeger LOG_FILE: starts Jaeger with tools/jaeger/config.yaml on free ports and waits
+# until it is healthy; sets JAEGER_PID, OTEL_EXPORTER_OTLP_ENDPOINT (its OTLP/gRPC
+# receiver), JAEGER_OTLP_GRPC_ADDRESS (host:port, for the sidecars) and JAEGER_QUERY_URL.
+start_jaeger() {
+  local bin
+  bin="$(jaeger_path)"
+  JAEGER_HEALTH_PORT="$(free_port)" JAEGER_QUERY_PORT="$(free_port)"
+  JAEGER_QUERY_GRPC_PORT="$(free_port)" JAEGER_OTLP_GRPC_PORT="$(free_port)"
+  JAEGER_OTLP_HTTP_PORT="$(free_port)"
+  export JAEGER_HEALTH_PORT JAEGER_QUERY_PORT JAEGER_QUERY_GRPC_PORT JAEGER_OTLP_GRPC_PORT JAEGER_OTLP_HTTP_PORT
+  "$bin" --config "$ROOT/tools/jaeger/config.yaml" >"$1" 2>&1 &
+  JAEGER_PID=$!
+  wait_http "http://127.0.0.1:$JAEGER_HEALTH_PORT/status" 60 ||
+    { tail -n 20 "$1" >&2; die "Jaeger did not start (log above)"; }
+  JAEGER_OTLP_GRPC_ADDRESS="127.0.0.1:$JAEGER_OTLP_GRPC_PORT"
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://$JAEGER_OTLP_GRPC_ADDRESS"
+  JAEGER_QUERY_URL="http://127.0.0.1:$JAEGER_QUERY_PORT"
+  # shellcheck disable=SC2034 # read by the calling script
+  JAEGER_PID="$JAEGER_PID"
+}
+
 # Fails with advice when the pinned Rust toolchain is missing (it cannot be downloaded here).
 ensure_rust() {
   command -v cargo >/dev/null || die "cargo is missing: install Rust with rustup (https://rustup.rs); rust-toolchain.toml pins the version"

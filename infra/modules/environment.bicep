@@ -1,7 +1,9 @@
 // The Container Apps environment: VNet-integrated and internal (its endpoint is a private
 // IP in the VNet, so no app can be reached from the internet), workload profiles with
-// Consumption, logs to Log Analytics, Dapr traces to Application Insights. Its Dapr
-// components are in dapr-components.bicep.
+// Consumption, console logs to Log Analytics, and the managed OpenTelemetry agent, which
+// takes the apps' traces over OTLP (it sets OTEL_EXPORTER_OTLP_ENDPOINT in each app) and
+// sends them, with the Dapr sidecars' spans, to Application Insights. Its Dapr components
+// are in dapr-components.bicep.
 param location string
 param tags object
 param name string
@@ -14,7 +16,9 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2025-07-01' existin
   name: logAnalyticsWorkspaceName
 }
 
-resource environment 'Microsoft.App/managedEnvironments@2026-01-01' = {
+// openTelemetryConfiguration exists only in preview API versions (2025-10-02-preview is the
+// newest); the stable 2026-01-01 has none. The apps look this environment up at 2026-01-01.
+resource environment 'Microsoft.App/managedEnvironments@2025-10-02-preview' = {
   name: name
   location: location
   tags: tags
@@ -26,7 +30,17 @@ resource environment 'Microsoft.App/managedEnvironments@2026-01-01' = {
         sharedKey: workspace.listKeys().primarySharedKey
       }
     }
-    daprAIConnectionString: appInsightsConnectionString
+    appInsightsConfiguration: {
+      connectionString: appInsightsConnectionString
+    }
+    openTelemetryConfiguration: {
+      tracesConfiguration: {
+        destinations: ['appInsights']
+        // The sidecars' spans go the same way, in the same traces; daprAIConnectionString
+        // would send them a second time.
+        includeDapr: true
+      }
+    }
     vnetConfiguration: {
       infrastructureSubnetId: subnetId
       internal: true
