@@ -274,14 +274,15 @@ start_jaeger() {
   JAEGER_OTLP_HTTP_PORT="$(free_port)"
   export JAEGER_HEALTH_PORT JAEGER_QUERY_PORT JAEGER_QUERY_GRPC_PORT JAEGER_OTLP_GRPC_PORT JAEGER_OTLP_HTTP_PORT
   "$bin" --config "$ROOT/tools/jaeger/config.yaml" >"$1" 2>&1 &
+  # shellcheck disable=SC2034 # read by the calling script
   JAEGER_PID=$!
   wait_http "http://127.0.0.1:$JAEGER_HEALTH_PORT/status" 60 ||
     { tail -n 20 "$1" >&2; die "Jaeger did not start (log above)"; }
   JAEGER_OTLP_GRPC_ADDRESS="127.0.0.1:$JAEGER_OTLP_GRPC_PORT"
-  OTEL_EXPORTER_OTLP_ENDPOINT="http://$JAEGER_OTLP_GRPC_ADDRESS"
-  JAEGER_QUERY_URL="http://127.0.0.1:$JAEGER_QUERY_PORT"
   # shellcheck disable=SC2034 # read by the calling script
-  JAEGER_PID="$JAEGER_PID"
+  OTEL_EXPORTER_OTLP_ENDPOINT="http://$JAEGER_OTLP_GRPC_ADDRESS"
+  # shellcheck disable=SC2034 # read by the calling script
+  JAEGER_QUERY_URL="http://127.0.0.1:$JAEGER_QUERY_PORT"
 }
 
 # Fails with advice when the pinned Rust toolchain is missing (it cannot be downloaded here).
