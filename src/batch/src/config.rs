@@ -1,4 +1,8 @@
-//! batch's settings, read once from environment variables at start-up.
+//! batch's settings, read once from environment variables at start-up. Besides those
+//! the README lists, `CHUNK_BYTES` (default 3 MiB, from the size of the largest valid
+//! order up to 4 MiB) bounds the bytes of one chunk, as its request body and as escaped
+//! into the PostgreSQL binding's `params` (see [`crate::budget`]); a chunk closes at
+//! `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -7,6 +11,9 @@ use std::time::Duration;
 use common::config::{ConfigError, Vars};
 use secrecy::SecretString;
 
+use crate::budget::{DAPR_BODY_LIMIT, DEFAULT_CHUNK_BYTES, largest_order};
+use crate::read::ReadLimits;
+use crate::runner::Settings;
 use crate::source::OrdersSource;
 
 /// Everything batch can be configured with.
@@ -21,6 +28,9 @@ pub struct Config {
     /// Orders per request to order-processor (`CHUNK_SIZE`, default 2000, chosen by the
     /// benchmark's sweep).
     pub chunk_size: usize,
+    /// Bytes per request to order-processor, and per chunk escaped into the binding's
+    /// `params` (`CHUNK_BYTES`, default 3 MiB).
+    pub chunk_bytes: usize,
     /// Requests on their way at once (`CHUNKS_IN_FLIGHT`, default 4).
     pub chunks_in_flight: usize,
     /// The sidecar's HTTP port (`DAPR_HTTP_PORT`, default 3500).
@@ -46,8 +56,8 @@ pub const DEFAULT_CRON_BINDING: &str = "cron";
 /// The Dapr app id of order-processor.
 pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
 
-/// Largest chunk: keeps a request, escaped into the binding's metadata, well under the
-/// 4 MiB that daprd accepts (an order is at most about 260 bytes of JSON).
+/// Largest `CHUNK_SIZE`: order-processor's default `MAX_ORDERS_PER_REQUEST`. (Bytes are
+/// bounded by `CHUNK_BYTES`.)
 pub const MAX_CHUNK_SIZE: usize = 5000;
 
 impl Config {
@@ -81,6 +91,7 @@ impl Config {
             port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
             source,
             chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
+            chunk_bytes: chunk_bytes(vars)?,
             chunks_in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
@@ -102,6 +113,36 @@ impl Config {
     }
 }
 
+/// `CHUNK_BYTES`: at least what the largest valid order takes, so that every valid order
+/// fits in a chunk; at most daprd's body limit.
+fn chunk_bytes(vars: &Vars) -> Result<usize, ConfigError> {
+    let bytes = vars.number_in("CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 1..=DAPR_BODY_LIMIT)?;
+    let smallest = largest_order().largest();
+    if bytes < smallest {
+        return Err(ConfigError::new(
+            "CHUNK_BYTES",
+            format!(
+                "must be at least {smallest}, the bytes the largest valid order takes in a \
+                 chunk (escaped into the binding's params), got {bytes}"
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+impl From<&Config> for Settings {
+    fn from(config: &Config) -> Self {
+        Self {
+            chunk_size: config.chunk_size,
+            chunk_bytes: config.chunk_bytes,
+            in_flight: config.chunks_in_flight,
+            max_retries: config.invoke_max_retries,
+            retry_delay: config.invoke_retry_delay,
+            read: ReadLimits::default(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,7 +154,32 @@ mod tests {
         assert_eq!(config.cron_binding, "cron");
         assert_eq!(config.target_app_id, "order-processor");
         assert_eq!(config.chunk_size, 2000);
+        assert_eq!(config.chunk_bytes, 3 * 1024 * 1024);
         assert_eq!(config.chunks_in_flight, 4);
+    }
+
+    #[test]
+    fn a_byte_budget_smaller_than_the_largest_valid_order_is_refused_at_start_up() {
+        let smallest = largest_order().largest();
+        let too_small = (smallest - 1).to_string();
+        let error = Config::from_vars(&Vars::from_pairs([("CHUNK_BYTES", too_small.as_str())]))
+            .unwrap_err();
+        assert_eq!(error.var, "CHUNK_BYTES");
+        assert!(
+            error.reason.starts_with(&format!(
+                "must be at least {smallest}, the bytes the largest valid order takes"
+            )),
+            "{error}"
+        );
+        let just_enough = smallest.to_string();
+        let config =
+            Config::from_vars(&Vars::from_pairs([("CHUNK_BYTES", just_enough.as_str())])).unwrap();
+        assert_eq!(config.chunk_bytes, smallest);
+        let error = Config::from_vars(&Vars::from_pairs([("CHUNK_BYTES", "4194305")])).unwrap_err();
+        assert_eq!(
+            error.reason,
+            "must be a whole number from 1 to 4194304, got 4194305"
+        );
     }
 
     #[test]

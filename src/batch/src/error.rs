@@ -1,21 +1,66 @@
-//! The one error type of batch's HTTP API, answered as `{"error":{"code","message"}}`.
+//! The one error type of batch: why the orders file cannot be used (reported in the run's
+//! summary) and why a trigger cannot start a run (answered as
+//! `{"error":{"code","message"}}`).
+
+use std::io;
+use std::path::PathBuf;
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-/// Why a request failed.
+/// What went wrong.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum Error {
+    /// The file cannot be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// The file is empty.
+    #[error("{0} is empty")]
+    Empty(PathBuf),
+    /// The file is not `{"orders":[...]}` in valid JSON.
+    #[error("{path} is not a valid orders file: {message}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (line and column).
+        message: String,
+    },
+    /// One of the file's orders is larger than [`crate::source::MAX_ORDER_BYTES`].
+    #[error("{path}: the order at index {index} is larger than {limit} bytes")]
+    OrderTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Position of the order, from 0.
+        index: u64,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The file changed while it was being read.
+    #[error("{0} changed while it was being read")]
+    Changed(PathBuf),
+    /// The run was cancelled while the file was being read.
+    #[error("reading stopped: the run was cancelled")]
+    Stopped,
     /// A manual run was asked for while one is in progress.
     #[error("a run is in progress; try again when it has finished")]
     RunInProgress,
+    /// The run ended abnormally (a bug); its cause is logged.
+    #[error("the run ended abnormally; the log says why")]
+    RunAborted,
 }
 
-impl IntoResponse for ApiError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, code) = match self {
             Self::RunInProgress => (StatusCode::CONFLICT, "run_in_progress"),
+            Self::RunAborted => (StatusCode::INTERNAL_SERVER_ERROR, "run_aborted"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
         (status, Json(body)).into_response()

@@ -1,10 +1,25 @@
-//! batch sends the orders of a data file to order-processor. A Dapr cron input binding
-//! calls `POST /cron` (the component's name) on every tick; `POST /runs` does the same on
-//! demand. Each run validates the file, sends its valid chunks through Dapr service
-//! invocation, and logs one summary line. See [`runner`] for what a run remembers.
+//! batch sends the orders of a data file to order-processor: a Dapr cron input binding
+//! calls `POST /cron` (the component's name) on every tick, `POST /runs` does the same on
+//! demand, and each run validates the file, sends its valid chunks through Dapr service
+//! invocation and logs one summary line. [`runner`] runs one run at a time and keeps what
+//! runs remember; [`source`] fingerprints the file and [`read`] reads it (`parse` block
+//! by block, `decode` order by order) into chunks (`chunks`, sized by [`budget`]); the
+//! `pipeline` sends them through [`submit`], whose answers [`outcome`] decides on; the
+//! [`ledger`] counts what became of each chunk and makes the summary, and `problems` logs
+//! what is wrong. The settings, `CHUNK_BYTES` (the byte budget of a chunk) among them,
+//! are in [`Config`].
 
+pub mod budget;
+mod chunks;
 mod config;
+mod decode;
 mod error;
+pub mod ledger;
+pub mod outcome;
+pub mod parse;
+mod pipeline;
+mod problems;
+pub mod read;
 pub mod runner;
 pub mod source;
 pub mod submit;
@@ -12,14 +27,16 @@ pub mod submit;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::dapr::{AppApiToken, Sidecar};
 use tower_http::trace::TraceLayer;
 
 pub use config::{Config, MAX_CHUNK_SIZE};
-pub use error::ApiError;
-use runner::{Runner, Summary};
+pub use error::Error;
+use ledger::Summary;
+use runner::{Runner, Settings};
 use submit::{DaprSink, OrderSink};
 
 /// What the request handlers share.
@@ -56,18 +73,8 @@ impl App {
             config.dapr_api_token.clone(),
             config.invoke_timeout,
         )?;
-        let sink = DaprSink::new(
-            sidecar.clone(),
-            config.target_app_id.clone(),
-            config.invoke_max_retries,
-            config.invoke_retry_delay,
-        );
-        let runner = Runner::new(
-            sink,
-            config.source.clone(),
-            config.chunk_size,
-            config.chunks_in_flight,
-        );
+        let sink = DaprSink::new(sidecar.clone(), config.target_app_id.clone());
+        let runner = Runner::new(sink, config.source.clone(), Settings::from(config));
         let state = AppState {
             runner: runner.clone(),
             sidecar,
@@ -135,29 +142,30 @@ fn traceparent(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// A tick of the cron binding. Always answered 200: any other answer is an error to daprd,
-/// and a tick that finds a run in progress is skipped on purpose.
-async fn cron<S: OrderSink>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-) -> Json<serde_json::Value> {
+/// A tick of the cron binding. Answered 200 with the run's summary, also when the tick is
+/// skipped because a run is in progress (on purpose: any other answer is an error to
+/// daprd); 500 when the run ended abnormally.
+async fn cron<S: OrderSink>(State(state): State<AppState<S>>, headers: HeaderMap) -> Response {
     match state.runner.run("cron", traceparent(&headers)).await {
-        Some(summary) => Json(serde_json::json!(summary)),
-        None => Json(serde_json::json!({ "skipped": "a run is in progress" })),
+        Ok(summary) => Json(summary).into_response(),
+        Err(Error::RunInProgress) => {
+            Json(serde_json::json!({ "skipped": "a run is in progress" })).into_response()
+        }
+        Err(error) => error.into_response(),
     }
 }
 
-/// A run on demand; 409 when one is in progress.
+/// A run on demand: its summary; 409 when one is in progress, 500 when the run ended
+/// abnormally.
 async fn manual<S: OrderSink>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
-) -> Result<Json<Summary>, ApiError> {
+) -> Result<Json<Summary>, Error> {
     state
         .runner
         .run("manual", traceparent(&headers))
         .await
         .map(Json)
-        .ok_or(ApiError::RunInProgress)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -176,5 +184,19 @@ async fn readyz<S: OrderSink>(
                 Json(serde_json::json!({ "sidecar": "unavailable" })),
             )
         }
+    }
+}
+
+/// Runs blocking work (reading and parsing the file, copying bodies) on a blocking thread.
+/// A panic there is resumed here; [`Error::Stopped`] when the runtime is shutting down.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Err(Error::Stopped),
+        },
     }
 }

@@ -1,69 +1,29 @@
-//! Submitting a chunk of orders to order-processor through Dapr service invocation: plain
-//! HTTP to the app's own sidecar. Transient failures (the sidecar or order-processor down,
-//! 5xx, timeouts) are retried here with exponential back-off and jitter, because Container
-//! Apps cannot apply a Dapr resiliency policy to service invocation. A chunk that
-//! order-processor refuses as invalid is not retried.
+//! Submitting a chunk to order-processor through Dapr service invocation: plain HTTP to
+//! the app's own sidecar ([`DaprSink`], one attempt). [`Submitter`] decides what each
+//! answer means ([`crate::outcome::decide`]) and tries again what may pass (the sidecar
+//! or order-processor down, 5xx, timeouts) with exponential back-off and jitter, because
+//! Container Apps cannot apply a Dapr resiliency policy to service invocation. What still
+//! fails waits for the next run.
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use backon::{ExponentialBuilder, Retryable};
 use common::dapr::Sidecar;
-use common::order::{OrderError, WriteOutcome};
-use reqwest::StatusCode;
-use serde::Deserialize;
 
-/// What order-processor did with a chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Submitted {
-    /// Stored: some new, some already there, some in conflict.
-    Accepted(WriteOutcome),
-    /// Refused as invalid; nothing of it was stored.
-    Rejected {
-        /// order-processor's message.
-        message: String,
-        /// Each bad order, positions counted within the chunk.
-        details: Vec<OrderError>,
-    },
-}
+use crate::outcome::{ChunkOutcome, Reply, decide};
 
-/// Why a chunk could not be submitted; it waits for the next run.
-#[derive(Debug, thiserror::Error)]
-pub enum SubmitError {
-    /// The sidecar could not be reached or did not answer in time.
-    #[error("cannot reach the Dapr sidecar: {0}")]
-    Transport(#[from] reqwest::Error),
-    /// The sidecar or order-processor answered with an error.
-    #[error("order-processor answered {status}: {body}")]
-    Status {
-        /// The status code.
-        status: StatusCode,
-        /// The start of the answer's body.
-        body: String,
-    },
-}
-
-impl SubmitError {
-    /// Whether trying again soon may succeed.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Transport(_) => true,
-            Self::Status { status, .. } => {
-                status.is_server_error()
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-                    || *status == StatusCode::REQUEST_TIMEOUT
-            }
-        }
-    }
-}
-
-/// Where chunks go: order-processor through the sidecar, or a fake in unit tests.
+/// Where chunks go: order-processor through the sidecar, or a fake in tests.
 pub trait OrderSink: Send + Sync + 'static {
-    /// Sends one chunk (a JSON array of orders), retrying transient failures.
-    fn submit(
-        &self,
-        body: Vec<u8>,
-        traceparent: Option<&str>,
-    ) -> impl Future<Output = Result<Submitted, SubmitError>> + Send;
+    /// Sends one chunk (a JSON array of orders) once and returns what came back.
+    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send;
+}
+
+/// A shared sink is a sink.
+impl<S: OrderSink> OrderSink for std::sync::Arc<S> {
+    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send {
+        S::send(self, body, traceparent)
+    }
 }
 
 /// order-processor, reached through Dapr service invocation.
@@ -71,113 +31,161 @@ pub trait OrderSink: Send + Sync + 'static {
 pub struct DaprSink {
     sidecar: Sidecar,
     app_id: String,
-    backoff: ExponentialBuilder,
 }
 
 impl DaprSink {
-    /// Sends to `app_id` through `sidecar`, retrying up to `max_retries` times with delays
-    /// that start at `first_delay` and double up to 4 s, with jitter.
-    pub fn new(
-        sidecar: Sidecar,
-        app_id: String,
-        max_retries: usize,
-        first_delay: Duration,
-    ) -> Self {
+    /// Sends to `app_id` through `sidecar`.
+    pub fn new(sidecar: Sidecar, app_id: String) -> Self {
+        Self { sidecar, app_id }
+    }
+}
+
+impl OrderSink for DaprSink {
+    async fn send(&self, body: Bytes, traceparent: Option<&str>) -> Reply {
+        let mut request = self
+            .sidecar
+            .invoke(&self.app_id, "orders")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Reply::NoAnswer(format!("{:#}", anyhow::Error::new(error))),
+        };
+        let status = response.status();
+        match response.bytes().await {
+            Ok(body) => Reply::Answered { status, body },
+            Err(error) => Reply::NoAnswer(format!(
+                "the answer ({status}) broke off: {:#}",
+                anyhow::Error::new(error)
+            )),
+        }
+    }
+}
+
+/// Sends chunks through a sink and decides what became of them, retrying what may pass.
+#[derive(Debug)]
+pub struct Submitter<S> {
+    sink: S,
+    backoff: ExponentialBuilder,
+}
+
+impl<S: OrderSink> Submitter<S> {
+    /// Retries up to `max_retries` times, with delays that start at `first_delay` and
+    /// double up to 4 s, with jitter.
+    pub fn new(sink: S, max_retries: usize, first_delay: Duration) -> Self {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(first_delay)
             .with_max_delay(Duration::from_secs(4).max(first_delay))
             .with_max_times(max_retries)
             .with_jitter();
-        Self {
-            sidecar,
-            app_id,
-            backoff,
-        }
+        Self { sink, backoff }
     }
 
-    async fn attempt(
-        &self,
-        body: &[u8],
-        traceparent: Option<&str>,
-    ) -> Result<Submitted, SubmitError> {
-        let mut request = self
-            .sidecar
-            .invoke(&self.app_id, "orders")
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
-        if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
-        }
-        let response = request.send().await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Submitted::Accepted(response.json().await?));
-        }
-        let text = response.text().await.unwrap_or_default();
-        let refused = [
-            StatusCode::UNPROCESSABLE_ENTITY,
-            StatusCode::BAD_REQUEST,
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ];
-        if refused.contains(&status)
-            && let Ok(refusal) = serde_json::from_str::<Refusal>(&text)
-        {
-            return Ok(Submitted::Rejected {
-                message: refusal.error.message,
-                details: refusal.error.details,
-            });
-        }
-        Err(SubmitError::Status {
-            status,
-            body: text.chars().take(300).collect(),
-        })
+    /// The sink chunks go to.
+    pub fn sink(&self) -> &S {
+        &self.sink
     }
-}
 
-/// order-processor's error body.
-#[derive(Deserialize)]
-struct Refusal {
-    error: RefusalDetail,
-}
-
-#[derive(Deserialize)]
-struct RefusalDetail {
-    message: String,
-    #[serde(default)]
-    details: Vec<OrderError>,
-}
-
-impl OrderSink for DaprSink {
-    async fn submit(
+    /// Sends `body`, a JSON array of `orders` orders, until its outcome is known or the
+    /// retries are used up.
+    pub async fn submit(
         &self,
-        body: Vec<u8>,
+        body: &Bytes,
+        orders: usize,
         traceparent: Option<&str>,
-    ) -> Result<Submitted, SubmitError> {
-        (|| self.attempt(&body, traceparent))
+    ) -> ChunkOutcome {
+        let attempt = || async {
+            match decide(orders, self.sink.send(body.clone(), traceparent).await) {
+                again @ ChunkOutcome::RetryLater { .. } => Err(again),
+                known => Ok(known),
+            }
+        };
+        attempt
             .retry(self.backoff)
             .sleep(tokio::time::sleep)
-            .when(SubmitError::is_transient)
-            .notify(|error, delay| {
-                tracing::warn!(%error, retry_in_ms = delay.as_millis(), "submitting a chunk failed; retrying");
+            .notify(|outcome, delay| {
+                if let ChunkOutcome::RetryLater { reason } = outcome {
+                    tracing::warn!(
+                        reason,
+                        retry_in_ms = delay.as_millis(),
+                        "submitting a chunk failed; retrying"
+                    );
+                }
             })
             .await
+            .unwrap_or_else(|last| last)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use reqwest::StatusCode;
+
     use super::*;
 
-    #[test]
-    fn server_errors_and_timeouts_are_transient_refusals_are_not() {
-        let status = |code: u16| SubmitError::Status {
+    /// Answers from a script, one per attempt, and counts the attempts.
+    struct Script(Mutex<Vec<Reply>>);
+
+    impl OrderSink for Script {
+        async fn send(&self, _: Bytes, _: Option<&str>) -> Reply {
+            self.0.lock().unwrap().remove(0)
+        }
+    }
+
+    fn status(code: u16) -> Reply {
+        Reply::Answered {
             status: StatusCode::from_u16(code).unwrap(),
-            body: String::new(),
-        };
-        assert!(status(500).is_transient());
-        assert!(status(503).is_transient());
-        assert!(status(429).is_transient());
-        assert!(!status(404).is_transient());
-        assert!(!status(403).is_transient());
+            body: Bytes::from_static(
+                br#"{"received":1,"inserted":1,"unchanged":0,"conflicts":[]}"#,
+            ),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_may_pass_are_retried_with_backoff_until_they_pass() {
+        let script = Script(Mutex::new(vec![
+            Reply::NoAnswer("refused".into()),
+            status(503),
+            status(200),
+        ]));
+        let submitter = Submitter::new(script, 4, Duration::from_millis(250));
+        let started = tokio::time::Instant::now();
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::Stored { inserted: 1, .. }),
+            "{outcome:?}"
+        );
+        assert!(submitter.sink().0.lock().unwrap().is_empty());
+        // Two back-off delays of at least 250 ms and 500 ms passed (on tokio's paused clock).
+        assert!(started.elapsed() >= Duration::from_millis(750));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_last_retry_the_failure_is_the_outcome() {
+        let script = Script(Mutex::new(vec![status(503), status(503), status(503)]));
+        let submitter = Submitter::new(script, 2, Duration::from_millis(1));
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::RetryLater { .. }),
+            "{outcome:?}"
+        );
+        assert!(submitter.sink().0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_cannot_pass_is_not_retried() {
+        let script = Script(Mutex::new(vec![status(404), status(200)]));
+        let submitter = Submitter::new(script, 4, Duration::from_millis(1));
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::CannotSend { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(submitter.sink().0.lock().unwrap().len(), 1);
     }
 }

@@ -298,25 +298,42 @@ fn check_customer(customer: &str) -> Option<String> {
 }
 
 fn read_price(raw: &RawValue) -> Result<Decimal, String> {
-    let text = match serde_json::from_str::<Value>(raw.get()) {
-        Ok(Value::Number(_)) => raw.get().to_owned(),
-        Ok(Value::String(text)) => text,
-        _ => {
-            return Err(format!("must be a decimal number, not {}", json_kind(raw)));
-        }
-    };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::Number(_)) => parse_price(raw.get()),
+        Ok(Value::String(text)) => parse_price(&text),
+        _ => Err(format!("must be a decimal number, not {}", json_kind(raw))),
+    }
+}
+
+/// Reads and checks a price from its text, which must be written as a JSON number is
+/// (an optional `-`, digits without leading zeros, an optional fraction and exponent),
+/// whether the order gives it as a number or as a string. Returns the reason otherwise.
+pub fn parse_price(text: &str) -> Result<Decimal, String> {
     let parsed = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(&text)
+        Decimal::from_scientific(text)
     } else {
-        Decimal::from_str_exact(&text)
+        Decimal::from_str_exact(text)
     };
-    let price = parsed.map_err(|_| {
-        format!(
+    let Ok(price) = parsed else {
+        return Err(format!(
             "must be a decimal number from 0 to {} with at most {PRICE_SCALE} decimal places, not {text:?}",
             max_price()
-        )
-    })?;
+        ));
+    };
+    // rust_decimal also reads forms such as `+1_000.5`, `007.5` or `.5`, which neither a
+    // JSON number nor PostgreSQL's numeric accepts: a typo there must not pass as a price.
+    if !is_json_number(text) {
+        return Err(format!(
+            "must be written as a JSON number (digits with an optional '-', '.' and exponent; \
+             no '+', '_', spaces or leading zeros), not {text:?}"
+        ));
+    }
     check_price(price).map_or(Ok(price), Err)
+}
+
+fn is_json_number(text: &str) -> bool {
+    text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        && serde_json::from_str::<&RawValue>(text).is_ok_and(|raw| raw.get().len() == text.len())
 }
 
 fn check_price(price: Decimal) -> Option<String> {
@@ -398,6 +415,35 @@ mod tests {
     fn price_may_be_a_decimal_string() {
         let order = parse(r#"{"orderid":1,"customer":"A","price":"0.10"}"#).unwrap();
         assert_eq!(order.price, Decimal::new(10, 2));
+    }
+
+    #[test]
+    fn a_price_string_is_refused_unless_it_is_written_as_a_json_number() {
+        // Each of these rust_decimal reads as a number.
+        for text in [
+            "+1_000.5", "1_000", "+5", "007.5", ".5", "5.", "-.5", "1_0.0_1",
+        ] {
+            let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
+            let found = reasons(&json);
+            assert_eq!(found.len(), 1, "{text:?} was accepted");
+            assert_eq!(found[0].0, "price");
+            assert!(
+                found[0].1.contains("written as a JSON number"),
+                "{text:?}: {}",
+                found[0].1
+            );
+        }
+        for text in [" 5", "5 ", "0x10", "1e"] {
+            let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
+            assert!(
+                reasons(&json)[0].1.starts_with("must be a decimal number"),
+                "{text:?}"
+            );
+        }
+        for text in ["5", "0.10", "-0", "1e2", "1E+2", "9999999999.99"] {
+            let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
+            assert!(parse(&json).is_ok(), "{text:?} was refused");
+        }
     }
 
     #[test]

@@ -85,6 +85,23 @@ proptest! {
         }
     }
 
+    /// A price given as a string is read exactly when the same text is a JSON number, and
+    /// then as the number would be: no form that only rust_decimal reads (`+1_000.5`).
+    #[test]
+    fn a_price_string_is_read_only_when_it_is_written_as_a_json_number(
+        text in "[-+ ]?[0-9_]{0,4}(\\.[0-9_]{0,3})?([eE][-+]?[0-9]{1,2})?"
+    ) {
+        let order = |price: String| {
+            RawValue::from_string(format!(r#"{{"orderid":1,"customer":"A","price":{price}}}"#))
+        };
+        let as_string = order(Value::from(text.clone()).to_string()).unwrap();
+        match (parse_order(0, &as_string), order(text.clone())) {
+            (Ok(read), Ok(number)) => prop_assert_eq!(parse_order(0, &number).unwrap(), read),
+            (Ok(read), Err(_)) => prop_assert!(false, "{text:?} was read as {read:?}"),
+            (Err(_), _) => {}
+        }
+    }
+
     #[test]
     fn any_text_as_an_order_list_never_panics(text in "\\PC{0,200}") {
         if let Ok(raws) = serde_json::from_str::<Vec<Box<RawValue>>>(&text) {
