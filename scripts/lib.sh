@@ -335,7 +335,9 @@ require_node_for_postgres() {
 free_port() {
   local port
   for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 30000))
+    # Below Linux's ephemeral range (32768 and up), where outgoing connections take their
+    # source ports from: a port from there may be taken before the process meant for it binds.
+    port=$((10000 + RANDOM % 22000))
     if port_free "$port"; then printf '%s\n' "$port"; return 0; fi
   done
   die "no free port found"
@@ -624,6 +626,11 @@ start_test_server() {
   # shellcheck disable=SC2034 # read by the calling script
   pg_running "$1" || STARTED_PG=yes
   TEST_DATABASE_URL="$(pg_start "$1" "$(free_port)")"
+  if [ "${STARTED_PG:-}" = yes ]; then
+    # Databases of test processes that ended before they could drop them (tests/testkit).
+    psql "$TEST_DATABASE_URL" -XqAt -c "SELECT format('DROP DATABASE %I WITH (FORCE)', datname)
+      FROM pg_database WHERE datname LIKE 'test\_%'" | psql "$TEST_DATABASE_URL" -Xq >/dev/null
+  fi
   PG_BINDIR="$(pg_bindir)"
   DAPRD="$(daprd_path)"
   export TEST_DATABASE_URL PG_BINDIR DAPRD

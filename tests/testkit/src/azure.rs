@@ -46,7 +46,7 @@ pub struct AzureLikeServer {
 impl AzureLikeServer {
     /// Starts a new private server and prepares it.
     pub async fn start(mode: PrincipalFunction) -> Self {
-        let server = PrivateServer::start();
+        let server = PrivateServer::start().await;
         let setup = SETUP
             .replace("{admin}", ADMIN)
             .replace("{admin_password}", ADMIN_PASSWORD)

@@ -2,10 +2,11 @@
 //! real deployment: an ordinary login role that may create its own schema there and
 //! nothing more; and private servers for tests that stop, start or set up a server.
 
-use std::process::Command;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
+
+use tokio::process::Command;
+use tokio::sync::Mutex;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Executor};
@@ -43,7 +44,7 @@ impl TestDb {
     /// runs `db/bootstrap.sql` in it.
     pub async fn create_on(server_url: &str) -> Self {
         let db = Self::create_bare_on(server_url).await;
-        db.bootstrap();
+        db.bootstrap().await;
         db
     }
 
@@ -125,10 +126,10 @@ impl TestDb {
             .expect("connect as superuser")
     }
 
-    fn bootstrap(&self) {
+    async fn bootstrap(&self) {
         // Creating the shared role from parallel tests is serialised within this process.
-        static LOCK: OnceLock<Mutex<()>> = OnceLock::new();
-        let _guard = LOCK.get_or_init(|| Mutex::new(())).lock().unwrap();
+        static LOCK: Mutex<()> = Mutex::const_new(());
+        let _guard = LOCK.lock().await;
         let script = workspace_root().join("db/bootstrap.sql");
         let output = Command::new("psql")
             .arg(self.admin_url())
@@ -137,6 +138,7 @@ impl TestDb {
             .arg("-f")
             .arg(&script)
             .output()
+            .await
             .expect("run psql (install postgresql-client)");
         assert!(
             output.status.success(),
@@ -146,23 +148,27 @@ impl TestDb {
     }
 }
 
+/// Drops the database on a thread of its own, so that no async runtime waits for it. A
+/// database left behind when the test process exits first is dropped by
+/// `scripts/test.sh` when it next starts the throwaway server.
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(&self.server_url)
-            .args(["-X", "-q", "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .output();
+        let (server_url, name) = (self.server_url.clone(), self.name.clone());
+        std::thread::spawn(move || {
+            let _ = std::process::Command::new("psql")
+                .arg(server_url)
+                .args(["-X", "-q", "-c"])
+                .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .output();
+        });
     }
 }
 
-/// A PostgreSQL server of a test's own (a throwaway cluster on a free port), for tests
-/// that stop and start the database. Removed when dropped.
+/// A PostgreSQL server of a test's own (a throwaway cluster on a free port, in a temporary
+/// directory), for tests that stop and start the database or set it up like Azure's.
+/// Stopped and removed when dropped.
 pub struct PrivateServer {
-    dir: std::path::PathBuf,
+    dir: tempfile::TempDir,
     port: u16,
     bin: std::path::PathBuf,
 }
@@ -173,30 +179,43 @@ pub(crate) const PRIVATE_PASSWORD: &str = "private-test-server";
 impl PrivateServer {
     /// Creates and starts the cluster (as the `postgres` user when run as root: the server
     /// refuses to run as root).
-    pub fn start() -> Self {
-        let bin = pg_bindir();
-        let port = crate::stack::free_port();
-        let dir =
-            std::env::temp_dir().join(format!("dapr-rust-aca-pg-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("server dir");
-        let pwfile = dir.join("pw");
+    pub async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("dapr-rust-aca-pg-")
+            .tempdir()
+            .expect("server dir");
+        let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PRIVATE_PASSWORD).expect("password file");
-        let server = Self { dir, port, bin };
-        server.chown();
-        server.as_owner(
-            "initdb",
-            &[
-                "-D",
-                &server.data(),
-                "-U",
-                "postgres",
-                "--auth=scram-sha-256",
-                &format!("--pwfile={}", pwfile.display()),
-                "--encoding=UTF8",
-                "--locale=C.UTF-8",
-            ],
-        );
-        server.start_again();
+        let server = Self {
+            dir,
+            port: crate::stack::free_port(),
+            bin: pg_bindir(),
+        };
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:"])
+                .arg(server.dir.path())
+                .status()
+                .await
+                .expect("chown");
+            assert!(status.success(), "chown of the server directory failed");
+        }
+        server
+            .as_owner(
+                "initdb",
+                &[
+                    "-D",
+                    &server.data(),
+                    "-U",
+                    "postgres",
+                    "--auth=scram-sha-256",
+                    &format!("--pwfile={}", pwfile.display()),
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                ],
+            )
+            .await;
+        server.start_again().await;
         server
     }
 
@@ -227,21 +246,22 @@ impl PrivateServer {
     }
 
     /// Stops the server at once (`pg_ctl stop -m immediate`: like a crash or a lost host).
-    pub fn stop(&self) {
+    pub async fn stop(&self) {
         self.as_owner(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
-        );
+        )
+        .await;
     }
 
     /// Starts the server (again).
-    pub fn start_again(&self) {
+    pub async fn start_again(&self) {
         let options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
             self.port,
-            self.dir.display()
+            self.dir.path().display()
         );
-        let log = self.dir.join("server.log").display().to_string();
+        let log = self.dir.path().join("server.log").display().to_string();
         self.as_owner(
             "pg_ctl",
             &[
@@ -256,41 +276,32 @@ impl PrivateServer {
                 &options,
                 "start",
             ],
-        );
+        )
+        .await;
     }
 
     fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
+        self.dir.path().join("data").display().to_string()
     }
 
-    fn chown(&self) {
-        if is_root() {
-            let status = Command::new("chown")
-                .args(["-R", "postgres:"])
-                .arg(&self.dir)
-                .status()
-                .expect("chown");
-            assert!(status.success(), "chown of the server directory failed");
-        }
-    }
-
-    /// Runs a server program as the cluster's owner.
-    fn run_as_owner(&self, program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    /// A server program, run as the cluster's owner.
+    fn owner_command(&self, program: &str, args: &[&str]) -> std::process::Command {
         let path = self.bin.join(program);
-        if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&path)
-                .args(args)
-                .output()
+        let mut command = if is_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
         } else {
-            Command::new(&path).args(args).output()
-        }
+            std::process::Command::new(path)
+        };
+        command.args(args);
+        command
     }
 
-    fn as_owner(&self, program: &str, args: &[&str]) {
-        let output = self
-            .run_as_owner(program, args)
+    async fn as_owner(&self, program: &str, args: &[&str]) {
+        let output = Command::from(self.owner_command(program, args))
+            .output()
+            .await
             .unwrap_or_else(|e| panic!("run {program}: {e}"));
         assert!(
             output.status.success(),
@@ -301,19 +312,20 @@ impl PrivateServer {
     }
 }
 
+/// Signals the server to stop at once without waiting for it (`pg_ctl` without `-w`
+/// returns as soon as the signal is sent); the temporary directory goes with it.
 impl Drop for PrivateServer {
     fn drop(&mut self) {
         let data = self.data();
-        let _ = self.run_as_owner("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = self
+            .owner_command("pg_ctl", &["-D", &data, "-m", "immediate", "-W", "stop"])
+            .output();
     }
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false)
 }
 

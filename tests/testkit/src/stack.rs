@@ -59,12 +59,30 @@ pub fn binaries(release: bool) -> &'static Path {
     })
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below Linux's ephemeral range (32768 and up), from
+/// which the kernel picks the source ports of outgoing connections: a port taken from there
+/// could be in use by a connection before the process meant for it binds it. Never the same
+/// port twice in one test process; other processes start elsewhere in the range.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::atomic::AtomicU32 as Counter;
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: OnceLock<Counter> = OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        Counter::new(
+            u32::try_from(RandomState::new().hash_one(std::process::id()) % u64::from(COUNT))
+                .unwrap_or(0),
+        )
+    });
+    for _ in 0..COUNT {
+        let port =
+            u16::try_from(FIRST + next.fetch_add(1, Ordering::Relaxed) % COUNT).expect("port");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + COUNT)
 }
 
 /// Ports of one app and its sidecar.
@@ -104,6 +122,9 @@ pub struct StackOptions {
     pub release: bool,
     /// Extra environment for order-processor.
     pub order_processor_env: Vec<(String, String)>,
+    /// Extra command-line arguments for a sidecar: `(app id, argument)`, e.g.
+    /// `("batch", "--max-body-size=64Ki")`.
+    pub sidecar_args: Vec<(&'static str, String)>,
 }
 
 /// A process that is killed when dropped.
@@ -224,6 +245,7 @@ pub struct Stack {
     sidecars: HashMap<&'static str, Supervised>,
     batch_env: Vec<(String, String)>,
     op_env: Vec<(String, String)>,
+    sidecar_args: Vec<(&'static str, String)>,
     release: bool,
     _dir_guard: TempDir,
 }
@@ -247,7 +269,7 @@ impl Stack {
     pub async fn start_unready(options: StackOptions, db: impl Into<Database>) -> Self {
         let db = db.into();
         let dir_guard = TempDir::new();
-        let dir = dir_guard.0.clone();
+        let dir = dir_guard.path();
         write_resources(&dir, &options.schedule);
         fs::write(dir.join("orders.json"), &options.orders).expect("write orders file");
         let mut stack = Self {
@@ -261,6 +283,7 @@ impl Stack {
             sidecars: HashMap::new(),
             batch_env: Vec::new(),
             op_env: options.order_processor_env,
+            sidecar_args: options.sidecar_args,
             release: options.release,
             _dir_guard: dir_guard,
         };
@@ -348,6 +371,12 @@ impl Stack {
         let log = self.dir.join(format!("{app_id}-daprd.log"));
         let tokens = (self.dapr_token.clone(), self.app_token.clone());
         let connection = (app_id == "order-processor").then(|| self.db.app_url());
+        let extra: Vec<String> = self
+            .sidecar_args
+            .iter()
+            .filter(|(app, _)| *app == app_id)
+            .map(|(_, arg)| arg.clone())
+            .collect();
         let start = move || {
             let log = fs::OpenOptions::new()
                 .create(true)
@@ -368,6 +397,7 @@ impl Stack {
                 .arg(dir.join("resources"))
                 .arg("--config")
                 .arg(dir.join("config.yaml"))
+                .args(&extra)
                 .env("DAPR_API_TOKEN", &tokens.0)
                 .env("APP_API_TOKEN", &tokens.1)
                 .stdout(log.try_clone().expect("log"))
@@ -552,8 +582,9 @@ impl Stack {
             }
             assert!(
                 Instant::now() < deadline,
-                "{app} not ready within 60 s:\n{}",
-                self.log(app)
+                "{app} not ready within 60 s:\n{}\n--- its sidecar's log (tail) ---\n{}",
+                tail(&self.log(app), 40),
+                tail(&self.log(&format!("{app}-daprd")), 40)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -631,27 +662,30 @@ fn write_resources(dir: &Path, schedule: &str) {
     }
 }
 
-/// A directory removed when dropped (kept when `KEEP_TEST_DIRS` is set, for debugging).
-struct TempDir(PathBuf);
+/// The stack's directory: removed when dropped, kept when `KEEP_TEST_DIRS` is set (for
+/// debugging).
+struct TempDir(Option<tempfile::TempDir>);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "dapr-rust-aca-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
+        let dir = tempfile::Builder::new()
+            .prefix("dapr-rust-aca-")
+            .tempdir()
+            .expect("temp dir");
+        Self(Some(dir))
+    }
+
+    fn path(&self) -> PathBuf {
+        self.0.as_ref().expect("temp dir").path().to_owned()
     }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::env::var_os("KEEP_TEST_DIRS").is_none() {
-            let _ = fs::remove_dir_all(&self.0);
-        } else {
-            eprintln!("kept {}", self.0.display());
+        if std::env::var_os("KEEP_TEST_DIRS").is_some()
+            && let Some(dir) = self.0.take()
+        {
+            eprintln!("kept {}", dir.keep().display());
         }
     }
 }
@@ -666,6 +700,7 @@ impl StackOptions {
             batch_env: Vec::new(),
             release: false,
             order_processor_env: Vec::new(),
+            sidecar_args: Vec::new(),
         }
     }
 }

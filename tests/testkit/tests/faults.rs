@@ -21,7 +21,7 @@ fn deferred_runs(stack: &Stack) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_nothing() {
     let total = 6000;
-    let server = PrivateServer::start();
+    let server = PrivateServer::start().await;
     let db = TestDb::create_on(&server.admin_url()).await;
     let stack = Stack::start_on(StackOptions::every_second(orders_json(1, total), 20), db).await;
     stack
@@ -30,9 +30,9 @@ async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_no
         })
         .await;
 
-    server.stop();
+    server.stop().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    server.start_again();
+    server.start_again().await;
 
     stack
         .wait_until("every order stored", PATIENCE, || async {
@@ -82,7 +82,7 @@ async fn a_sidecar_started_while_postgres_is_down_is_restarted_once_it_is_back()
     // ignoreErrors (components/sqldb.yaml) the sidecar starts without it instead of
     // exiting; order-processor is not ready, and once its own login works again it has the
     // sidecar restarted: one supervised restart, as Container Apps restarts a container.
-    let server = PrivateServer::start();
+    let server = PrivateServer::start().await;
     let db = TestDb::create_on(&server.admin_url()).await;
     let mut stack = Stack::start_on(StackOptions::every_second(orders_json(1, 50), 10), db).await;
     stack
@@ -91,7 +91,7 @@ async fn a_sidecar_started_while_postgres_is_down_is_restarted_once_it_is_back()
         })
         .await;
 
-    server.stop();
+    server.stop().await;
     stack.kill("order-processor-daprd");
     stack.start_sidecar("order-processor");
     stack
@@ -114,7 +114,7 @@ async fn a_sidecar_started_while_postgres_is_down_is_restarted_once_it_is_back()
         "not while PostgreSQL is down"
     );
 
-    server.start_again();
+    server.start_again().await;
     stack.wait_ready("order-processor").await;
     assert_eq!(stack.sidecar_restarts("order-processor"), 1);
     let response = stack

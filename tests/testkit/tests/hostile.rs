@@ -19,6 +19,7 @@ fn options(orders: String) -> StackOptions {
         batch_env: Vec::new(),
         release: false,
         order_processor_env: Vec::new(),
+        sidecar_args: Vec::new(),
     }
 }
 

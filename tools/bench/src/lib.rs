@@ -200,6 +200,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         batch_env: Vec::new(),
         release: true,
         order_processor_env: Vec::new(),
+        sidecar_args: Vec::new(),
     })
     .await;
     let mut bench = Bench::new(stack).await?;
