@@ -84,7 +84,7 @@ pub enum ChunkOutcome {
 /// | 2xx with counts that add up | [`ChunkOutcome::Stored`] |
 /// | 2xx whose JSON is cut short (daprd has sent the status when the copy fails) | [`ChunkOutcome::RetryLater`] |
 /// | 422 `invalid_orders` | [`ChunkOutcome::Invalid`]: settled, not resent for this file |
-/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding` | [`ChunkOutcome::TooLarge`]: split in halves |
+/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding`; daprd's 500 `ERR_DIRECT_INVOKE` over the message limit | [`ChunkOutcome::TooLarge`]: split in halves |
 /// | 408, 429, any other 5xx, no answer | [`ChunkOutcome::RetryLater`] |
 /// | 500 `binding_forbidden`, 400 `malformed_body`, any other 4xx, a 2xx body that cannot be read | [`ChunkOutcome::CannotSend`] |
 pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
@@ -125,6 +125,18 @@ pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
              component scoped to order-processor",
         ),
         (400, "malformed_body") => cannot_send(reason, SAME_VERSION),
+        // daprd 1.16 answers an invocation over the sidecars' message limit (its
+        // --max-body-size) with a 500, not a 413: gRPC's ResourceExhausted when batch's
+        // sidecar sends it, "stream too large" when the other sidecar reads it.
+        (500, "ERR_DIRECT_INVOKE")
+            if refusal.message.contains("ResourceExhausted")
+                || refusal.message.contains("stream too large") =>
+        {
+            ChunkOutcome::TooLarge {
+                limit: Limit::Bytes,
+                reason,
+            }
+        }
         (408 | 429, _) | (500..=599, _) => ChunkOutcome::RetryLater { reason },
         (401 | 403, _) => cannot_send(
             reason,
@@ -234,7 +246,7 @@ impl Refusal {
             }) => Self {
                 who: "the Dapr sidecar",
                 message: excerpt(&format!("{code}: {}", message.unwrap_or_default())),
-                code: None,
+                code: Some(code),
                 details: None,
             },
             _ => Self {
@@ -399,6 +411,26 @@ mod tests {
             what_to_change(&answer(401, &daprd("ERR_UNAUTHORIZED"))).contains("DAPR_API_TOKEN")
         );
         assert!(what_to_change(&answer(413, &daprd("ERR_BODY_TOO_LARGE"))).contains("CHUNK_BYTES"));
+        for message in [
+            "failed to invoke, id: order-processor, err: error sending message: rpc error: \
+             code = ResourceExhausted desc = trying to send message larger than max (754 vs. 512)",
+            "failed to invoke, id: order-processor, err: stream too large",
+        ] {
+            let refused = serde_json::json!({"errorCode": "ERR_DIRECT_INVOKE", "message": message});
+            assert!(matches!(
+                answer(500, &refused.to_string()),
+                ChunkOutcome::TooLarge {
+                    limit: Limit::Bytes,
+                    ..
+                }
+            ));
+        }
+        let down =
+            serde_json::json!({"errorCode": "ERR_DIRECT_INVOKE", "message": "connection refused"});
+        assert!(matches!(
+            answer(500, &down.to_string()),
+            ChunkOutcome::RetryLater { .. }
+        ));
         assert_eq!(
             what_to_change(&answer(400, &ours("malformed_body", "not JSON"))),
             SAME_VERSION
