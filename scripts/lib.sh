@@ -231,6 +231,14 @@ jaeger_version() {
   sed -n 's/^\tgithub.com\/jaegertracing\/jaeger v\([0-9.]*\)\( .*\)\{0,1\}$/\1/p' "$ROOT/tools/jaeger/go.mod"
 }
 
+# Where our own build of Jaeger is cached (whether it is there or not): one per content of
+# tools/jaeger's go.mod and go.sum.
+jaeger_cache_path() {
+  local key
+  key="$(cat "$ROOT/tools/jaeger/go.mod" "$ROOT/tools/jaeger/go.sum" | sha256sum | cut -c1-12)"
+  printf '%s\n' "$CACHE_DIR/jaeger-$(jaeger_version)-$key/jaeger"
+}
+
 # Prints the path of Jaeger v2 (the local trace collector): $JAEGER, else our own build
 # from tools/jaeger, cached outside the repository once per content of its go.mod and
 # go.sum (the first build takes 6 to 15 minutes on 2 cores).
@@ -239,10 +247,9 @@ jaeger_path() {
     [ -x "$JAEGER" ] || die "JAEGER=$JAEGER is not an executable"
     printf '%s\n' "$JAEGER"; return 0
   fi
-  local version key cached
+  local version cached
   version="$(jaeger_version)"
-  key="$(cat "$ROOT/tools/jaeger/go.mod" "$ROOT/tools/jaeger/go.sum" | sha256sum | cut -c1-12)"
-  cached="$CACHE_DIR/jaeger-$version-$key/jaeger"
+  cached="$(jaeger_cache_path)"
   if [ -x "$cached" ]; then
     printf '%s\n' "$cached"; return 0
   fi
@@ -261,6 +268,17 @@ jaeger_path() {
   mv "$tmp" "$cached"
   say "Jaeger $version built in $((SECONDS - started)) s"
   printf '%s\n' "$cached"
+}
+
+# with_otel CONFIG ADDRESS: prints the sidecars' Configuration CONFIG with its spans
+# exported over OTLP/gRPC to ADDRESS (host:port), in plain text (isSecure defaults to true).
+with_otel() {
+  grep -q '^    stdout: false$' "$1" || die "$1 has no tracing.stdout line to put the exporter after"
+  sed "/^    stdout: false\$/a\\
+    otel:\\
+      endpointAddress: \"$2\"\\
+      isSecure: false\\
+      protocol: grpc" "$1"
 }
 
 # start_jaeger LOG_FILE: starts Jaeger with tools/jaeger/config.yaml on free ports and waits

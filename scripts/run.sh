@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs the whole system on this machine: PostgreSQL (a throwaway cluster under .local/,
 # unless DATABASE_URL points elsewhere), order-processor and batch, each with its own
-# daprd sidecar, the cron binding sending the bundled orders every 10 s. It installs what
-# is missing (PostgreSQL from Debian's packages, daprd built from Go modules) and shows
-# the orders arriving in the database. Ctrl-C stops everything it started.
+# daprd sidecar, the cron binding sending the bundled orders every 10 s, and Jaeger
+# collecting the traces of both apps and both sidecars (TRACES=auto, the default: when
+# Jaeger is built already, as scripts/test.sh leaves it; on: build it if needed, 6 to 15
+# minutes once; off). It installs what is missing (PostgreSQL, daprd built from Go
+# modules) and shows the orders arriving in the database. Ctrl-C stops everything it
+# started.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,6 +45,16 @@ check_ports "${PORT_VARS[@]}"
 ensure_rust
 DAPRD_BIN="$(daprd_path)"
 say "using daprd $("$DAPRD_BIN" --version) at $DAPRD_BIN"
+TRACES="${TRACES:-auto}"
+case "$TRACES" in
+  on) ;;
+  off) ;;
+  auto) if [ -n "${JAEGER:-}" ] || [ -x "$(jaeger_cache_path)" ]; then TRACES=on; else
+    TRACES=off
+    say "traces: off (Jaeger is not built yet; TRACES=on builds it, 6 to 15 minutes once)"
+  fi ;;
+  *) die "TRACES must be auto, on or off, got '$TRACES'" ;;
+esac
 
 trap cleanup EXIT
 # Ctrl-C (or SIGTERM) is how a run ends: clean up through the EXIT trap, and succeed.
@@ -53,6 +66,17 @@ say "building the services"
 
 rm -rf "$RUN_DIR" && mkdir -p "$RUN_DIR/logs"
 LOGS="$RUN_DIR/logs"
+CONFIG="$ROOT/components/config.yaml"
+if [ "$TRACES" = on ]; then
+  start_jaeger "$LOGS/jaeger.log"
+  PIDS+=("$JAEGER_PID")
+  # Both sidecars export their spans to Jaeger, as do both apps.
+  CONFIG="$RUN_DIR/config.yaml"
+  with_otel "$ROOT/components/config.yaml" "$JAEGER_OTLP_GRPC_ADDRESS" >"$CONFIG"
+  export OTEL_EXPORTER_OTLP_ENDPOINT
+  printf '%s\n' "$JAEGER_QUERY_URL" >"$RUN_DIR/jaeger-url"
+  say "Jaeger collects the traces (query API on $JAEGER_QUERY_URL)"
+fi
 # As in Container Apps, the apps take calls on their API routes with APP_API_TOKEN (which
 # the sidecars send) only. Beyond Container Apps, whose sidecars are reachable from inside
 # the replica only, the sidecars here take calls with DAPR_API_TOKEN only: on a shared
@@ -73,7 +97,7 @@ sidecar() { # APP_ID APP_PORT HTTP GRPC INTERNAL_GRPC METRICS [ENV=VALUE...]
         --app-protocol http --dapr-http-port "$http" --dapr-grpc-port "$grpc" \
         --dapr-internal-grpc-port "$internal" --metrics-port "$metrics" \
         --dapr-listen-addresses 127.0.0.1 --resources-path "$ROOT/components" \
-        --config "$ROOT/components/config.yaml" --log-level warn &
+        --config "$CONFIG" --log-level warn &
       child=$!
       wait "$child" || true
       echo "run.sh: daprd of $app_id exited; starting it again in 1 s"
@@ -104,6 +128,7 @@ cat >&2 <<INFO
   Orders:        curl -s -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/order-processor/method/orders
   Run now:       curl -s -X POST -H 'dapr-api-token: $DAPR_API_TOKEN' http://127.0.0.1:$BATCH_HTTP/v1.0/invoke/batch/method/runs
   Database:      psql '$DATABASE_URL' -c 'SELECT * FROM app.orders'
+$([ "$TRACES" = on ] && printf '  Last trace:    scripts/trace.sh   (the last run, from the cron tick to the binding)\n')
   (The apps take API calls from their sidecars only; the tokens above are new each run.)
   Press Ctrl-C to stop.
 

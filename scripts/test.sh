@@ -4,8 +4,8 @@
 # end-to-end tests against a real PostgreSQL and real daprd sidecars. Not run here, being
 # slower: scripts/checks/dapr-multi-app-run.sh (`dapr run -f .` with the Dapr CLI built
 # from Go modules) and scripts/bench.sh (the benchmark report). It installs what is
-# missing (PostgreSQL from Debian's packages, daprd built from Go modules, the Python
-# checkers in a cached virtual environment) and starts a throwaway PostgreSQL under
+# missing (PostgreSQL, daprd and the Jaeger trace collector built from Go modules, the
+# Python checkers in a cached virtual environment) and starts a throwaway PostgreSQL under
 # .local/ that it stops again at the end.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -69,6 +69,10 @@ start_test_server "$PG_DATA"
 say "sqlx offline data (.sqlx/) matches the queries"
 check_sqlx_offline_data
 
-say "tests: cargo test (unit, PostgreSQL integration, end to end with daprd $("$DAPRD" --version))"
+# The trace test's collector: Jaeger v2, built from tools/jaeger once and cached.
+JAEGER="$(jaeger_path)"
+export JAEGER
+
+say "tests: cargo test (unit, PostgreSQL integration, end to end with daprd $("$DAPRD" --version) and Jaeger $(jaeger_version))"
 cargo test --workspace --locked
 say "all checks and tests passed"

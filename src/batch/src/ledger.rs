@@ -280,6 +280,24 @@ impl UnsendableChunk {
 }
 
 impl Summary {
+    /// Puts the outcome and the counts on the run's span (declared in
+    /// [`crate::runner::Runner::run`]), where a trace shows them.
+    pub fn record_on(&self, span: &tracing::Span) {
+        span.record("outcome", self.outcome.as_str());
+        span.record("orders.read", self.read);
+        span.record("orders.submitted", self.submitted);
+        span.record("orders.inserted", self.inserted);
+        span.record("orders.already_present", self.already_present);
+        span.record("orders.conflicts", self.conflicts);
+        span.record("orders.rejected", self.rejected);
+        span.record("orders.skipped", self.skipped);
+        span.record("orders.deferred", self.deferred);
+        span.record("orders.unsendable", self.unsendable);
+        if self.outcome == Outcome::Failed {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+
     /// Logs the summary as one line: at info when all is well, at warn when some orders
     /// are not stored, at error when the file could not be used.
     pub fn log(&self, trigger: &str) {

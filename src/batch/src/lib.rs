@@ -25,7 +25,7 @@ pub mod source;
 pub mod submit;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -131,22 +131,20 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<S>))
         // Failures are logged where they happen, with their cause.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(common::telemetry::http_span)
+                .on_response(common::telemetry::record_response)
+                .on_failure(()),
+        )
         .with_state(state)
-}
-
-fn traceparent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// A tick of the cron binding. Answered 200 with the run's summary, also when the tick is
 /// skipped because a run is in progress (on purpose: any other answer is an error to
 /// daprd); 500 when the run ended abnormally.
-async fn cron<S: OrderSink>(State(state): State<AppState<S>>, headers: HeaderMap) -> Response {
-    match state.runner.run("cron", traceparent(&headers)).await {
+async fn cron<S: OrderSink>(State(state): State<AppState<S>>) -> Response {
+    match state.runner.run("cron").await {
         Ok(summary) => Json(summary).into_response(),
         Err(Error::RunInProgress) => {
             Json(serde_json::json!({ "skipped": "a run is in progress" })).into_response()
@@ -157,15 +155,8 @@ async fn cron<S: OrderSink>(State(state): State<AppState<S>>, headers: HeaderMap
 
 /// A run on demand: its summary; 409 when one is in progress, 500 when the run ended
 /// abnormally.
-async fn manual<S: OrderSink>(
-    State(state): State<AppState<S>>,
-    headers: HeaderMap,
-) -> Result<Json<Summary>, Error> {
-    state
-        .runner
-        .run("manual", traceparent(&headers))
-        .await
-        .map(Json)
+async fn manual<S: OrderSink>(State(state): State<AppState<S>>) -> Result<Json<Summary>, Error> {
+    state.runner.run("manual").await.map(Json)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

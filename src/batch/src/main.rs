@@ -6,7 +6,7 @@ use batch::{App, Config};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::telemetry::init();
+    let _telemetry = common::telemetry::init("batch")?;
     let config = Config::from_env()?;
     let app = App::build(&config)?;
     let listener = tokio::net::TcpListener::bind((config.host, config.port))

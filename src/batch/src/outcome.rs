@@ -77,6 +77,19 @@ pub enum ChunkOutcome {
     },
 }
 
+impl ChunkOutcome {
+    /// The outcome's name, as a chunk's span carries it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Stored { .. } => "stored",
+            Self::Invalid { .. } => "invalid",
+            Self::TooLarge { .. } => "too_large",
+            Self::RetryLater { .. } => "retry_later",
+            Self::CannotSend { .. } => "cannot_send",
+        }
+    }
+}
+
 /// Decides what `reply` means for a chunk of `orders` orders:
 ///
 /// | answer | outcome |

@@ -11,6 +11,8 @@ use common::order::OrderError;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::Error;
 use crate::budget::{Limits, largest_order};
@@ -33,8 +35,6 @@ pub struct Context<'a, S> {
     pub memory: &'a Memory,
     /// The size of the chunks still to be cut.
     pub limits: &'a Limits,
-    /// The trigger's trace, passed on.
-    pub traceparent: Option<&'a str>,
     /// Failures in a row, and whether order-processor looks down.
     failures: AtomicU32,
     down: AtomicBool,
@@ -98,17 +98,11 @@ pub struct Report {
 
 impl<'a, S: OrderSink> Context<'a, S> {
     /// Sends with `submitter`, skipping what `memory` says is settled.
-    pub fn new(
-        submitter: &'a Submitter<S>,
-        memory: &'a Memory,
-        limits: &'a Limits,
-        traceparent: Option<&'a str>,
-    ) -> Self {
+    pub fn new(submitter: &'a Submitter<S>, memory: &'a Memory, limits: &'a Limits) -> Self {
         Self {
             submitter,
             memory,
             limits,
-            traceparent,
             failures: AtomicU32::new(0),
             down: AtomicBool::new(false),
         }
@@ -208,10 +202,25 @@ impl<'a, S: OrderSink> Context<'a, S> {
                 }
             } else {
                 report.submitted = orders;
+                let span = tracing::info_span!(
+                    "chunk",
+                    otel.kind = "client",
+                    chunk,
+                    first,
+                    orders = len,
+                    outcome = Empty,
+                    inserted = Empty,
+                );
+                let traceparent = common::telemetry::traceparent(&span);
                 let outcome = self
                     .submitter
-                    .submit(&piece.body, len, self.traceparent)
+                    .submit(&piece.body, len, traceparent.as_deref())
+                    .instrument(span.clone())
                     .await;
+                span.record("outcome", outcome.name());
+                if let ChunkOutcome::Stored { inserted, .. } = outcome {
+                    span.record("inserted", inserted);
+                }
                 match outcome {
                     ChunkOutcome::TooLarge { limit, reason } if len > 1 => {
                         self.lower(&piece, limit, &reason);

@@ -12,6 +12,8 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::Error;
 use crate::budget::Limits;
@@ -226,11 +228,7 @@ impl<S: OrderSink> Runner<S> {
 
     /// Runs unless a run is in progress ([`Error::RunInProgress`] at once). The run goes
     /// on even if the caller stops waiting for it; [`Error::RunAborted`] when it panicked.
-    pub async fn run(
-        &self,
-        trigger: &'static str,
-        traceparent: Option<String>,
-    ) -> Result<Summary, Error> {
+    pub async fn run(&self, trigger: &'static str) -> Result<Summary, Error> {
         let Ok(memory) = Arc::clone(&self.memory).try_lock_owned() else {
             tracing::info!(
                 trigger,
@@ -239,19 +237,39 @@ impl<S: OrderSink> Runner<S> {
             return Err(Error::RunInProgress);
         };
         let runner = self.clone();
-        let task = tokio::spawn(async move {
-            let mut memory = memory;
-            let summary = runner.execute(&mut memory, traceparent.as_deref()).await;
-            summary.log(trigger);
-            summary
-        });
+        // A child of the request's span: one trace from the tick to the rows stored.
+        let span = tracing::info_span!(
+            "run",
+            trigger,
+            outcome = Empty,
+            orders.read = Empty,
+            orders.submitted = Empty,
+            orders.inserted = Empty,
+            orders.already_present = Empty,
+            orders.conflicts = Empty,
+            orders.rejected = Empty,
+            orders.skipped = Empty,
+            orders.deferred = Empty,
+            orders.unsendable = Empty,
+            otel.status_code = Empty,
+        );
+        let task = tokio::spawn(
+            async move {
+                let mut memory = memory;
+                let summary = runner.execute(&mut memory).await;
+                summary.record_on(&tracing::Span::current());
+                summary.log(trigger);
+                summary
+            }
+            .instrument(span),
+        );
         task.await.map_err(|error| {
             tracing::error!(trigger, error = %error, "run aborted");
             Error::RunAborted
         })
     }
 
-    async fn execute(&self, memory: &mut Memory, traceparent: Option<&str>) -> Summary {
+    async fn execute(&self, memory: &mut Memory) -> Summary {
         let started = std::time::Instant::now();
         let shared = &self.shared;
         let mut ledger = Ledger::default();
@@ -323,7 +341,7 @@ impl<S: OrderSink> Runner<S> {
         ledger.read = prepared.orders;
 
         let mut problems = Problems::new(!memory.problems_logged);
-        let sent = Context::new(&shared.submitter, memory, &shared.limits, traceparent)
+        let sent = Context::new(&shared.submitter, memory, &shared.limits)
             .run(
                 prepared.feed,
                 shared.in_flight,

@@ -117,7 +117,7 @@ async fn cpu_per_thousand_orders_of_a_whole_run() {
             OrdersSource::File(file.path().to_owned()),
             settings,
         );
-        let summary = runner.run("measure", None).await.unwrap();
+        let summary = runner.run("measure").await.unwrap();
         assert_eq!(
             (summary.outcome, summary.inserted),
             (Outcome::Completed, ORDERS as u64)

@@ -21,7 +21,7 @@ async fn a_run_sends_every_chunk_and_sums_the_outcomes() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3, 4, 5]);
     let summary = runner(&sink, &file, settings(2, 1))
-        .run("test", None)
+        .run("test")
         .await
         .unwrap();
     assert_eq!(sink.requests(), vec![vec![1, 2], vec![3, 4], vec![5]]);
@@ -38,8 +38,8 @@ async fn an_unchanged_file_is_not_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test", None).await.unwrap();
-    let second = runner.run("test", None).await.unwrap();
+    runner.run("test").await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!(second.outcome, Outcome::Unchanged);
     assert_eq!((second.read, second.skipped, second.submitted), (3, 3, 0));
     assert_eq!(sink.requests().len(), 2);
@@ -50,9 +50,9 @@ async fn a_changed_file_is_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test", None).await.unwrap();
+    runner.run("test").await.unwrap();
     std::fs::copy(orders_file(&[1, 2, 3, 4]).path(), file.path()).unwrap();
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!(second.outcome, Outcome::Completed);
     assert_eq!(
         (second.submitted, second.inserted, second.already_present),
@@ -65,7 +65,7 @@ async fn a_file_written_again_with_the_same_content_is_still_unchanged() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test", None).await.unwrap();
+    runner.run("test").await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(60);
     std::fs::File::options()
         .write(true)
@@ -73,7 +73,7 @@ async fn a_file_written_again_with_the_same_content_is_still_unchanged() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!((second.outcome, second.read), (Outcome::Unchanged, 3));
     assert_eq!(sink.requests().len(), 2);
 }
@@ -83,7 +83,7 @@ async fn a_file_changed_behind_its_old_size_and_time_is_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test", None).await.unwrap();
+    runner.run("test").await.unwrap();
     let modified = std::fs::metadata(file.path()).unwrap().modified().unwrap();
     // Ids 1, 2 and 4 take as many bytes as 1, 2 and 3.
     std::fs::copy(orders_file(&[1, 2, 4]).path(), file.path()).unwrap();
@@ -93,7 +93,7 @@ async fn a_file_changed_behind_its_old_size_and_time_is_sent_again() {
         .unwrap()
         .set_modified(modified)
         .unwrap();
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!(second.outcome, Outcome::Completed);
     assert_eq!((second.inserted, second.already_present), (1, 2));
 }
@@ -103,12 +103,12 @@ async fn a_chunk_with_an_invalid_order_is_not_sent_and_the_rest_is() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, -3, 4, 5]);
     let runner = runner(&sink, &file, settings(2, 1));
-    let first = runner.run("test", None).await.unwrap();
+    let first = runner.run("test").await.unwrap();
     assert_eq!(sink.requests(), vec![vec![1, 2], vec![5]]);
     assert_eq!(first.outcome, Outcome::Partial);
     assert_eq!((first.rejected, first.submitted), (2, 3));
     // Valid chunks are settled; the bad one is refused again, by batch.
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!(sink.requests().len(), 2);
     assert_eq!(
         (second.skipped, second.rejected, second.submitted),
@@ -130,9 +130,9 @@ async fn a_chunk_refused_by_order_processor_is_not_resent_until_the_file_changes
     }));
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    let first = runner.run("test", None).await.unwrap();
+    let first = runner.run("test").await.unwrap();
     assert_eq!((first.rejected, first.inserted), (2, 1));
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!(sink.requests().len(), 2, "neither chunk is sent again");
     assert_eq!((second.skipped, second.submitted), (3, 0));
     assert_eq!(
@@ -147,7 +147,7 @@ async fn chunks_over_order_processors_limit_are_split_and_the_rest_are_cut_small
     let sink = Arc::new(FakeOrderProcessor::new(2, |_| None));
     let file = orders_file(&(1..=12).collect::<Vec<_>>());
     let summary = runner(&sink, &file, settings(5, 1))
-        .run("test", None)
+        .run("test")
         .await
         .unwrap();
     assert_eq!(summary.outcome, Outcome::Completed);
@@ -170,7 +170,7 @@ async fn a_single_order_refused_as_too_large_cannot_be_sent_and_the_others_are_s
     }));
     let file = orders_file(&(1..=6).collect::<Vec<_>>());
     let summary = runner(&sink, &file, settings(4, 1))
-        .run("test", None)
+        .run("test")
         .await
         .unwrap();
     assert_eq!(sink.stored_ids(), vec![1, 2, 4, 5, 6]);
@@ -203,7 +203,7 @@ async fn a_chunk_that_cannot_be_sent_is_tried_again_after_a_pause_that_doubles()
     let runner = runner(&sink, &file, settings(2, 1));
     let attempts = || sink.requests().iter().filter(|r| r.contains(&1)).count();
 
-    let first = runner.run("test", None).await.unwrap();
+    let first = runner.run("test").await.unwrap();
     assert_eq!((first.unsendable, first.inserted, attempts()), (2, 2, 1));
     assert_eq!(first.unsendable_chunks[0].next_attempt_in_secs, 10);
     assert!(
@@ -212,27 +212,27 @@ async fn a_chunk_that_cannot_be_sent_is_tried_again_after_a_pause_that_doubles()
             .contains("ERR_DIRECT_INVOKE")
     );
 
-    let waiting = runner.run("test", None).await.unwrap();
+    let waiting = runner.run("test").await.unwrap();
     assert_eq!((waiting.unsendable, waiting.skipped, attempts()), (2, 2, 1));
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    let again = runner.run("test", None).await.unwrap();
+    let again = runner.run("test").await.unwrap();
     assert_eq!((again.unsendable, attempts()), (2, 2));
     assert_eq!(again.unsendable_chunks[0].next_attempt_in_secs, 20);
 
     tokio::time::advance(Duration::from_secs(19)).await;
-    runner.run("test", None).await.unwrap();
+    runner.run("test").await.unwrap();
     assert_eq!(attempts(), 2);
 
     broken.store(false, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(1)).await;
-    let fixed = runner.run("test", None).await.unwrap();
+    let fixed = runner.run("test").await.unwrap();
     assert_eq!(
         (fixed.outcome, fixed.inserted, attempts()),
         (Outcome::Completed, 2, 3)
     );
     assert_eq!(
-        runner.run("test", None).await.unwrap().outcome,
+        runner.run("test").await.unwrap().outcome,
         Outcome::Unchanged
     );
 }
@@ -246,10 +246,7 @@ async fn one_chunk_that_keeps_failing_does_not_stop_the_chunks_after_it() {
     let file = orders_file(&(1..=8).collect::<Vec<_>>());
     let mut settings = settings(2, 1);
     settings.max_retries = 2;
-    let summary = runner(&sink, &file, settings)
-        .run("test", None)
-        .await
-        .unwrap();
+    let summary = runner(&sink, &file, settings).run("test").await.unwrap();
     assert_eq!(sink.stored_ids(), vec![1, 2, 5, 6, 7, 8]);
     assert_eq!((summary.deferred, summary.outcome), (2, Outcome::Partial));
     let tries = sink.requests().iter().filter(|r| r.contains(&3)).count();
@@ -270,7 +267,7 @@ async fn when_order_processor_looks_down_the_rest_waits_for_the_next_run() {
     let mut settings = settings(2, 1);
     settings.max_retries = 1;
     let runner = runner(&sink, &file, settings);
-    let first = runner.run("test", None).await.unwrap();
+    let first = runner.run("test").await.unwrap();
     // Two chunks, each tried twice; then nothing more is sent.
     assert_eq!(
         sink.requests(),
@@ -283,7 +280,7 @@ async fn when_order_processor_looks_down_the_rest_waits_for_the_next_run() {
     assert!(adds_up(&first));
 
     down.store(false, Ordering::SeqCst);
-    let second = runner.run("test", None).await.unwrap();
+    let second = runner.run("test").await.unwrap();
     assert_eq!((second.inserted, second.outcome), (8, Outcome::Completed));
 }
 
@@ -295,7 +292,7 @@ async fn chunks_travel_at_most_in_flight_at_once_and_all_arrive() {
     let runner = runner(&sink, &file, settings(4, 3));
     let run = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test", None).await }
+        async move { runner.run("test").await }
     });
     for _ in 0..3 {
         gate.arrived.recv().await.unwrap();
@@ -321,11 +318,11 @@ async fn a_tick_during_a_run_is_skipped() {
     let runner = runner(&sink, &file, settings(10, 1));
     let first = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test", None).await }
+        async move { runner.run("test").await }
     });
     gate.arrived.recv().await.unwrap();
     assert!(matches!(
-        runner.run("test", None).await,
+        runner.run("test").await,
         Err(Error::RunInProgress)
     ));
     gate.permits.add_permits(1);
@@ -341,7 +338,7 @@ async fn cancelling_during_a_chunk_defers_every_order_not_stored() {
     let runner = runner(&sink, &file, settings(2, 1));
     let run = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test", None).await }
+        async move { runner.run("test").await }
     });
     // The file is read and two chunks are stored; the third is on its way.
     assert_eq!(gate.arrived.recv().await.unwrap(), vec![5, 6]);
@@ -362,7 +359,7 @@ async fn a_cancelled_runner_starts_no_run() {
     let file = orders_file(&[1]);
     let runner = runner(&sink, &file, settings(10, 1));
     runner.cancel();
-    let summary = runner.run("test", None).await.unwrap();
+    let summary = runner.run("test").await.unwrap();
     assert_eq!((summary.outcome, summary.read), (Outcome::Cancelled, 0));
     assert!(sink.requests().is_empty());
 }
@@ -377,7 +374,7 @@ async fn an_unreadable_file_fails_the_run_and_sends_nothing() {
     )
     .unwrap();
     let summary = runner(&sink, &file, settings(10, 1))
-        .run("test", None)
+        .run("test")
         .await
         .unwrap();
     assert_eq!(summary.outcome, Outcome::Failed);
@@ -411,10 +408,7 @@ async fn a_file_read_in_two_passes_is_sent_as_one_read_in_one() {
     for settings in [settings(2, 1), two_passes(2)] {
         let sink = Arc::new(FakeOrderProcessor::storing());
         let file = orders_file(&ids);
-        let summary = runner(&sink, &file, settings)
-            .run("test", None)
-            .await
-            .unwrap();
+        let summary = runner(&sink, &file, settings).run("test").await.unwrap();
         assert!(adds_up(&summary));
         results.push((summary.inserted, summary.rejected, sink.requests()));
     }
@@ -425,7 +419,7 @@ async fn a_file_read_in_two_passes_is_sent_as_one_read_in_one() {
     held_back.read.held_bytes = 10;
     let sink = Arc::new(FakeOrderProcessor::storing());
     runner(&sink, &orders_file(&ids), held_back)
-        .run("test", None)
+        .run("test")
         .await
         .unwrap();
     assert_eq!(sink.requests(), results[0].2);
@@ -446,7 +440,7 @@ async fn a_file_that_changes_while_it_is_read_fails_and_keeps_what_was_stored() 
         None
     }));
     let runner = runner(&sink, &file, two_passes(2));
-    let summary = runner.run("test", None).await.unwrap();
+    let summary = runner.run("test").await.unwrap();
     assert_eq!(summary.outcome, Outcome::Failed);
     assert!(
         summary
@@ -458,7 +452,7 @@ async fn a_file_that_changes_while_it_is_read_fails_and_keeps_what_was_stored() 
     assert!(summary.inserted >= 2, "{summary:?}");
     assert_eq!(summary.inserted + summary.deferred, 10);
     assert!(adds_up(&summary));
-    let again = runner.run("test", None).await.unwrap();
+    let again = runner.run("test").await.unwrap();
     assert_eq!(again.outcome, Outcome::Completed);
     assert_eq!(again.inserted + again.already_present, 10);
 }

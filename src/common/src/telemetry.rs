@@ -1,24 +1,477 @@
-//! Logging set-up: readable lines on a terminal, one JSON object per line everywhere else
-//! (containers, CI, log collectors). The filter comes from `RUST_LOG` and defaults to `info`.
+//! Logs and traces through `tracing`. Logs are readable lines on a terminal and one JSON
+//! object per line elsewhere (containers, CI, log collectors), with the `trace_id` and
+//! `span_id` of the span they were written in; the filter comes from `RUST_LOG` and
+//! defaults to `info`. Spans are OpenTelemetry spans, so W3C trace context flows from the
+//! request that came in to the calls that go out ([`set_parent`], [`traceparent`]). They are
+//! exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is
+//! set, in batches from a thread of their own: a collector that is slow or down costs spans,
+//! never a request or a run.
 
+use std::collections::HashMap;
+use std::fmt;
 use std::io::IsTerminal;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use axum::http::{HeaderMap, Request, Response};
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Event, Span, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{self as tfmt, FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::{EnvFilter, Layer, prelude::*};
 
-/// Installs the global `tracing` subscriber. Call once, first thing in `main`.
-pub fn init() {
+use crate::config::{ConfigError, Vars};
+
+/// How long exporting the last spans may hold up the exit.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where spans go, read from the standard OpenTelemetry variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Export {
+    /// The OTLP protocol: `grpc` (also when unset: what Container Apps' managed agent
+    /// speaks) or `http/protobuf`.
+    pub protocol: ExportProtocol,
+}
+
+/// The OTLP transports the services speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportProtocol {
+    /// OTLP over gRPC.
+    Grpc,
+    /// OTLP over HTTP with protobuf bodies.
+    HttpProtobuf,
+}
+
+impl Export {
+    /// `None` when no endpoint is set or `OTEL_SDK_DISABLED=true`; an error naming the
+    /// variable when the protocol is one the services do not speak.
+    pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
+        let set = |var: &str| -> Result<Option<String>, ConfigError> {
+            Ok(vars.optional(var)?.filter(|v| !v.trim().is_empty()))
+        };
+        if set("OTEL_SDK_DISABLED")?.is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        if set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")?.is_none()
+            && set("OTEL_EXPORTER_OTLP_ENDPOINT")?.is_none()
+        {
+            return Ok(None);
+        }
+        let mut protocol = ExportProtocol::Grpc;
+        for var in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            if let Some(value) = set(var)? {
+                protocol = match value.trim() {
+                    "grpc" => ExportProtocol::Grpc,
+                    "http/protobuf" => ExportProtocol::HttpProtobuf,
+                    other => {
+                        return Err(ConfigError::new(
+                            var,
+                            format!("must be grpc or http/protobuf, got {other:?}"),
+                        ));
+                    }
+                };
+                break;
+            }
+        }
+        Ok(Some(Self { protocol }))
+    }
+}
+
+/// The installed telemetry; dropping it exports the spans not yet sent (for at most 2 s).
+#[must_use = "dropping it at once would stop the export of spans"]
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        // Nothing to do with a failure here: the collector is gone, the process ends.
+        let _ = self.provider.shutdown_with_timeout(FLUSH_TIMEOUT);
+    }
+}
+
+/// Installs the global `tracing` subscriber for `service` (its `service.name` unless
+/// `OTEL_SERVICE_NAME` says otherwise). Call once, first thing in `main`, inside the tokio
+/// runtime (the gRPC exporter's connection lives on it).
+pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
+    let export = Export::from_vars(&Vars::from_env())?;
+    let provider = provider(service, export.as_ref())?;
+    let tracer = provider.tracer(service);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let slot = DispatchSlot::default();
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(slot.clone());
     if std::io::stdout().is_terminal() {
-        registry.with(fmt::layer()).init();
+        registry.with(tfmt::layer()).init();
     } else {
-        registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .init();
+        registry.with(json_layer(slot, std::io::stdout)).init();
+    }
+    if let Some(export) = export {
+        tracing::info!(protocol = ?export.protocol, "exporting traces over OTLP");
+    }
+    Ok(Telemetry { provider })
+}
+
+fn provider(
+    service: &'static str,
+    export: Option<&Export>,
+) -> Result<SdkTracerProvider, ConfigError> {
+    let mut resource = Resource::builder();
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name(service);
+    }
+    let builder = SdkTracerProvider::builder().with_resource(resource.build());
+    let Some(export) = export else {
+        return Ok(builder.build());
+    };
+    let built = match export.protocol {
+        ExportProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_protocol(Protocol::Grpc)
+            .build(),
+        ExportProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .build(),
+    };
+    let exporter = built.map_err(|error| {
+        ConfigError::new(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("cannot export to it: {error}"),
+        )
+    })?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// One JSON object per line, the event's fields at the top, with the ids of its trace.
+fn json_layer<S, W>(slot: DispatchSlot, writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let json = tfmt::format()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false);
+    tfmt::layer()
+        .event_format(WithTraceIds { inner: json, slot })
+        .fmt_fields(tfmt::format::JsonFields::new())
+        .with_writer(writer)
+}
+
+/// Remembers the dispatcher the subscriber was installed in, for [`WithTraceIds`]: the
+/// OpenTelemetry context of a span is found through it.
+#[derive(Clone, Default)]
+struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
+    }
+}
+
+/// Puts `"trace_id"` and `"span_id"` first in each JSON line written in a span.
+struct WithTraceIds<F> {
+    inner: F,
+    slot: DispatchSlot,
+}
+
+impl<F> WithTraceIds<F> {
+    fn span_context<S>(
+        &self,
+        ctx: &FmtContext<'_, S, impl for<'a> FormatFields<'a> + 'static>,
+    ) -> Option<SpanContext>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let id = ctx.parent_span()?.id();
+        let dispatch = self.slot.0.get()?.upgrade()?;
+        let context = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
+        let span_context = context.span().span_context().clone();
+        span_context.is_valid().then_some(span_context)
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Some(ids) = self.span_context(ctx) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(
+                writer,
+                r#"{{"trace_id":"{}","span_id":"{}",{rest}"#,
+                ids.trace_id(),
+                ids.span_id()
+            ),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// Makes `span` a child of the W3C `traceparent` (and `tracestate`) in `headers`, when there
+/// is a valid one. Call before anything is logged in the span.
+pub fn set_parent(span: &Span, headers: &HeaderMap) {
+    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| {
+            let value = headers.get(name)?.to_str().ok()?;
+            Some((name.to_owned(), value.to_owned()))
+        })
+        .collect();
+    let parent = TraceContextPropagator::new().extract(&carrier);
+    if parent.span().span_context().is_valid() {
+        // The only failure is a span that is already disabled: nothing to trace.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The W3C `traceparent` of `span`, for the calls it makes; `None` when it is disabled.
+pub fn traceparent(span: &Span) -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The hex trace id of `span`, when it has one.
+pub fn trace_id(span: &Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context
+        .is_valid()
+        .then(|| span_context.trace_id().to_string())
+}
+
+/// The server span of an HTTP request, child of the caller's `traceparent` (for
+/// `tower_http`'s `TraceLayer::make_span_with`). Health checks get none: probes every few
+/// seconds would bury the traces that matter.
+pub fn http_span<B>(request: &Request<B>) -> Span {
+    let path = request.uri().path();
+    if path == "/healthz" || path == "/readyz" {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {}", request.method(), path),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = path,
+        http.response.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    );
+    set_parent(&span, request.headers());
+    span
+}
+
+/// Records the status of an HTTP response on its [`http_span`] (for `TraceLayer::on_response`).
+pub fn record_response<B>(response: &Response<B>, _latency: Duration, span: &Span) {
+    let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn export(pairs: &[(&str, &str)]) -> Result<Option<Export>, ConfigError> {
+        Export::from_vars(&Vars::from_pairs(pairs.iter().copied()))
+    }
+
+    #[test]
+    fn nothing_is_exported_without_an_endpoint() {
+        assert_eq!(export(&[]).unwrap(), None);
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]).unwrap(),
+            None
+        );
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn grpc_is_the_protocol_unless_one_is_named() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
+        assert_eq!(
+            export(&[endpoint]).unwrap().unwrap().protocol,
+            ExportProtocol::Grpc
+        );
+        assert_eq!(
+            export(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
+                .unwrap()
+                .unwrap()
+                .protocol,
+            ExportProtocol::HttpProtobuf
+        );
+        assert_eq!(
+            export(&[
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "http://127.0.0.1:4318/v1/traces"
+                ),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+                ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ])
+            .unwrap()
+            .unwrap()
+            .protocol,
+            ExportProtocol::HttpProtobuf,
+            "the traces' own variable comes first"
+        );
+    }
+
+    #[test]
+    fn a_protocol_the_services_do_not_speak_is_refused_by_name() {
+        let error = export(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{error}");
+        assert!(error.contains("http/json"), "{error}");
+    }
+
+    #[test]
+    fn the_sdk_can_be_switched_off() {
+        assert_eq!(
+            export(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+                ("OTEL_SDK_DISABLED", "true"),
+            ])
+            .unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_valid_traceparent_becomes_the_parent_and_travels_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                    .parse()
+                    .unwrap(),
+            );
+            let span = tracing::info_span!("request");
+            set_parent(&span, &headers);
+            assert_eq!(
+                trace_id(&span).as_deref(),
+                Some("0af7651916cd43dd8448eb211c80319c")
+            );
+            let child = span.in_scope(|| tracing::info_span!("call"));
+            let sent = traceparent(&child).unwrap();
+            assert!(
+                sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+                "{sent}"
+            );
+            assert!(
+                !sent.contains("b7ad6b7169203331"),
+                "a span of its own: {sent}"
+            );
+        });
+    }
+
+    /// A log that tests can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_written_in_a_span_carry_its_trace_and_span_id() {
+        let provider = SdkTracerProvider::builder().build();
+        let captured = Captured::default();
+        let slot = DispatchSlot::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(slot.clone())
+            .with(json_layer(slot, move || writer.clone()));
+        let trace = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 1, "outside");
+            let span = tracing::info_span!("run");
+            span.in_scope(|| tracing::info!(n = 2, "inside"));
+            trace_id(&span).unwrap()
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert_eq!(lines[0]["message"], "outside");
+        assert!(lines[0].get("trace_id").is_none(), "{log}");
+        assert_eq!(
+            (&lines[1]["message"], &lines[1]["n"]),
+            (&"inside".into(), &2.into())
+        );
+        assert_eq!(lines[1]["trace_id"], trace.as_str(), "{log}");
+        assert_eq!(lines[1]["span_id"].as_str().unwrap().len(), 16, "{log}");
+    }
+
+    #[test]
+    fn a_malformed_traceparent_starts_a_new_trace() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = HeaderMap::new();
+            headers.insert("traceparent", "00-zz-b7ad6b7169203331-01".parse().unwrap());
+            let span = tracing::info_span!("request");
+            set_parent(&span, &headers);
+            let id = trace_id(&span).unwrap();
+            assert_eq!(id.len(), 32);
+            assert_ne!(id, "00000000000000000000000000000000");
+        });
     }
 }

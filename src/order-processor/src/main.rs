@@ -21,7 +21,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    common::telemetry::init();
+    let _telemetry = common::telemetry::init("order-processor")?;
     if let Some(Command::Bootstrap) = Cli::parse().command {
         return bootstrap::run(&BootstrapConfig::from_env()?)
             .await

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,6 +13,8 @@ use common::dapr::AppApiToken;
 use common::order::{Order, WriteOutcome};
 use serde::Serialize;
 use tower_http::trace::TraceLayer;
+use tracing::Instrument;
+use tracing::field::Empty;
 
 use crate::binding::{OrderWriter, Params, orders_json};
 use crate::{ApiError, AppState, MAX_BODY_BYTES, body, db};
@@ -36,13 +38,17 @@ pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
         .route("/readyz", get(readyz::<W>))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Failures are logged where they happen, with their cause.
-        .layer(TraceLayer::new_for_http().on_failure(()))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(common::telemetry::http_span)
+                .on_response(common::telemetry::record_response)
+                .on_failure(()),
+        )
         .with_state(state)
 }
 
 async fn create_orders<W: OrderWriter>(
     State(state): State<AppState<W>>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WriteOutcome>, ApiError> {
     let body = body.map_err(|rejection| {
@@ -57,18 +63,28 @@ async fn create_orders<W: OrderWriter>(
     let orders = body::parse(&body, state.max_orders_per_request)?;
     // Freed before the binding call, the longest wait, so chunks in flight hold less.
     drop(body);
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
 
+    // The sidecar's InvokeBinding span, which covers the statement, is this span's child.
+    let span = tracing::info_span!(
+        "binding exec",
+        otel.kind = "client",
+        orders = orders.len(),
+        rows = Empty,
+    );
+    let traceparent = common::telemetry::traceparent(&span);
     let inserted = state
         .writer
-        .insert_params(Params::from_orders(&orders), traceparent)
+        .insert_params(Params::from_orders(&orders), traceparent.as_deref())
+        .instrument(span.clone())
         .await?;
+    span.record("rows", inserted);
     let received = orders.len() as u64;
     // Only a request with orders that were stored already needs their JSON a second time.
     let conflicts = if inserted == received {
         Vec::new()
     } else {
         db::conflicting_ids(&state.pool, &orders_json(&orders))
+            .instrument(tracing::info_span!("read conflicts", orders = received))
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?
     };

@@ -2,10 +2,12 @@
 //! database per test (bootstrapped with the project's own `db/bootstrap.sql`, so the
 //! service connects as an ordinary role), free ports, and real daprd sidecars with the
 //! services as processes. Tests need `TEST_DATABASE_URL` (a superuser URL) and, for
-//! end-to-end tests, a daprd; `scripts/test.sh` provides both.
+//! end-to-end tests, a daprd, and for the trace test Jaeger (`JAEGER`);
+//! `scripts/test.sh` provides all three.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod azure;
+pub mod jaeger;
 pub mod pg;
 pub mod stack;
 

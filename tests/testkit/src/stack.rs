@@ -125,6 +125,9 @@ pub struct StackOptions {
     /// Extra command-line arguments for a sidecar: `(app id, argument)`, e.g.
     /// `("batch", "--max-body-size=64Ki")`.
     pub sidecar_args: Vec<(&'static str, String)>,
+    /// `host:port` of an OTLP/gRPC trace collector: both apps and both sidecars export
+    /// their spans to it.
+    pub otlp: Option<String>,
 }
 
 /// A process that is killed when dropped.
@@ -270,7 +273,17 @@ impl Stack {
         let db = db.into();
         let dir_guard = TempDir::new();
         let dir = dir_guard.path();
-        write_resources(&dir, &options.schedule);
+        write_resources(&dir, &options.schedule, options.otlp.as_deref());
+        let mut op_env = options.order_processor_env;
+        let mut batch_env = options.batch_env;
+        if let Some(address) = &options.otlp {
+            for env in [&mut op_env, &mut batch_env] {
+                env.push((
+                    "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
+                    format!("http://{address}"),
+                ));
+            }
+        }
         fs::write(dir.join("orders.json"), &options.orders).expect("write orders file");
         let mut stack = Self {
             db,
@@ -282,7 +295,7 @@ impl Stack {
             procs: HashMap::new(),
             sidecars: HashMap::new(),
             batch_env: Vec::new(),
-            op_env: options.order_processor_env,
+            op_env,
             sidecar_args: options.sidecar_args,
             release: options.release,
             _dir_guard: dir_guard,
@@ -298,7 +311,7 @@ impl Stack {
             ("INVOKE_RETRY_DELAY_MS".to_owned(), "50".to_owned()),
             ("INVOKE_MAX_RETRIES".to_owned(), "3".to_owned()),
         ];
-        env.extend(options.batch_env);
+        env.extend(batch_env);
         env.push(("DAPR_API_TOKEN".to_owned(), stack.dapr_token.clone()));
         env.push(("APP_API_TOKEN".to_owned(), stack.app_token.clone()));
         env.push(("APP_PORT".to_owned(), stack.batch.app.to_string()));
@@ -645,7 +658,9 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// Copies `components/` with the cron schedule replaced; the Configuration goes next to it.
-fn write_resources(dir: &Path, schedule: &str) {
+/// Writes the components (cron on `schedule`) and the sidecars' configuration, which
+/// exports spans to `otlp` when given.
+fn write_resources(dir: &Path, schedule: &str, otlp: Option<&str>) {
     let source = workspace_root().join("components");
     let resources = dir.join("resources");
     fs::create_dir_all(&resources).expect("resources dir");
@@ -654,12 +669,33 @@ fn write_resources(dir: &Path, schedule: &str) {
         let text = fs::read_to_string(&path).expect("read component");
         let name = path.file_name().expect("file name");
         if text.contains("kind: Configuration") {
+            let text = match otlp {
+                Some(address) => with_otel(&text, address),
+                None => text,
+            };
             fs::write(dir.join("config.yaml"), text).expect("write config");
         } else {
             let text = text.replace("\"@every 10s\"", &format!("\"{schedule}\""));
             fs::write(resources.join(name), text).expect("write component");
         }
     }
+}
+
+/// `config` (components/config.yaml) with its spans exported over OTLP/gRPC to `address`,
+/// in plain text (Dapr's `isSecure` defaults to true).
+pub fn with_otel(config: &str, address: &str) -> String {
+    let anchor = "    stdout: false\n";
+    assert!(
+        config.contains(anchor),
+        "components/config.yaml has no tracing.stdout"
+    );
+    config.replacen(
+        anchor,
+        &format!(
+            "{anchor}    otel:\n      endpointAddress: \"{address}\"\n      isSecure: false\n      protocol: grpc\n"
+        ),
+        1,
+    )
 }
 
 /// The stack's directory: removed when dropped, kept when `KEEP_TEST_DIRS` is set (for
@@ -701,6 +737,7 @@ impl StackOptions {
             release: false,
             order_processor_env: Vec::new(),
             sidecar_args: Vec::new(),
+            otlp: None,
         }
     }
 }

@@ -20,6 +20,7 @@ fn options(orders: String) -> StackOptions {
         release: false,
         order_processor_env: Vec::new(),
         sidecar_args: Vec::new(),
+        otlp: None,
     }
 }
 

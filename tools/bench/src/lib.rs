@@ -201,6 +201,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         release: true,
         order_processor_env: Vec::new(),
         sidecar_args: Vec::new(),
+        otlp: None,
     })
     .await;
     let mut bench = Bench::new(stack).await?;

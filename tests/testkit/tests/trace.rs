@@ -1,0 +1,194 @@
+//! Traces through the real stack and a real collector (Jaeger v2, `JAEGER`): one cron tick
+//! is one trace, from batch's sidecar through both services and both sidecars to daprd's
+//! `InvokeBinding`, linked parent to child; and a collector that is down costs no order.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::jaeger::{Jaeger, SpanView};
+use testkit::stack::{Stack, StackOptions, expected_rows, free_port, orders_json};
+
+/// Spans a run of 10 orders in chunks of 4 leaves in its trace, with the service that sends
+/// each: `(service, span name)`.
+const APP_SPANS: [(&str, &str); 5] = [
+    ("batch", "POST /cron"),
+    ("batch", "run"),
+    ("batch", "chunk"),
+    ("order-processor", "POST /orders"),
+    ("order-processor", "binding exec"),
+];
+
+/// An attribute as text: the query API gives some numbers as strings.
+fn tag(span: &SpanView, key: &str) -> String {
+    match span.tags.get(key) {
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+fn find<'a>(spans: &'a [SpanView], service: &str, name: &str) -> Vec<&'a SpanView> {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .collect()
+}
+
+/// Whether `ancestor` is `span`'s parent, or its parent's, and so on.
+fn descends_from(spans: &[SpanView], span: &SpanView, ancestor: &SpanView) -> bool {
+    let mut parent = span.parent.clone();
+    while let Some(id) = parent {
+        if id == ancestor.id {
+            return true;
+        }
+        parent = spans
+            .iter()
+            .find(|s| s.id == id)
+            .and_then(|s| s.parent.clone());
+    }
+    false
+}
+
+fn describe(spans: &[SpanView]) -> String {
+    spans
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} ({}, parent {:?})",
+                s.service, s.name, s.id, s.parent
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_cron_tick_is_one_trace_from_the_tick_to_the_binding() {
+    let jaeger = Jaeger::start().await;
+    let mut options = StackOptions::every_second(orders_json(1, 10), 4);
+    options.otlp = Some(jaeger.otlp_grpc.clone());
+    let stack = Stack::start(options).await;
+
+    // The first run that stored the file: its summary line carries its trace id.
+    let mut summary = None;
+    for _ in 0..600 {
+        summary = stack
+            .summaries()
+            .into_iter()
+            .find(|s| s["outcome"] == "completed" && s["inserted"] == 10);
+        if summary.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary = summary.expect("a run stores the file within 60 s");
+    assert_eq!(stack.stored().await, expected_rows(1, 10));
+    let trace_id = summary["trace_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the summary line has no trace_id: {summary}"))
+        .to_owned();
+
+    // Spans reach the collector in batches: wait until every hop has arrived.
+    let mut spans = Vec::new();
+    for _ in 0..300 {
+        spans = jaeger.trace(&trace_id).await;
+        let apps_done = APP_SPANS
+            .iter()
+            .all(|(service, name)| !find(&spans, service, name).is_empty())
+            && find(&spans, "batch", "chunk").len() == 3
+            && find(&spans, "order-processor", "binding exec").len() == 3;
+        let binding = spans
+            .iter()
+            .filter(|s| s.service == "order-processor" && s.name.contains("InvokeBinding"))
+            .count();
+        if apps_done && binding == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = describe(&spans);
+
+    let tick = find(&spans, "batch", "POST /cron")[0];
+    let run = find(&spans, "batch", "run")[0];
+    assert_eq!(run.parent.as_ref(), Some(&tick.id), "{all}");
+    assert!(
+        tick.parent.is_some(),
+        "the tick's span is a child of batch's sidecar's: {all}"
+    );
+    assert_eq!(
+        (
+            tag(run, "outcome"),
+            tag(run, "orders.read"),
+            tag(run, "orders.inserted")
+        ),
+        ("completed".to_owned(), "10".to_owned(), "10".to_owned()),
+        "{all}"
+    );
+
+    let chunks = find(&spans, "batch", "chunk");
+    let mut sizes: Vec<i64> = chunks
+        .iter()
+        .map(|c| tag(c, "orders").parse().unwrap())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, [2, 4, 4], "{all}");
+    for chunk in &chunks {
+        assert_eq!(chunk.parent.as_ref(), Some(&run.id), "{all}");
+        assert_eq!(tag(chunk, "outcome"), "stored", "{all}");
+    }
+
+    // Each request of order-processor descends from one chunk through both sidecars, and
+    // daprd's InvokeBinding span from the binding call.
+    for request in find(&spans, "order-processor", "POST /orders") {
+        let chunk = chunks
+            .iter()
+            .find(|c| descends_from(&spans, request, c))
+            .unwrap_or_else(|| panic!("a request outside every chunk: {all}"));
+        let between = spans
+            .iter()
+            .filter(|s| descends_from(&spans, request, s) && descends_from(&spans, s, chunk))
+            .count();
+        assert!(
+            between >= 2,
+            "both sidecars' invocation spans lie between a chunk and its request: {all}"
+        );
+    }
+    for exec in find(&spans, "order-processor", "binding exec") {
+        let request = spans
+            .iter()
+            .find(|s| Some(&s.id) == exec.parent.as_ref())
+            .unwrap();
+        assert_eq!(request.name, "POST /orders", "{all}");
+        let invoke = spans
+            .iter()
+            .find(|s| s.name.contains("InvokeBinding") && s.parent.as_ref() == Some(&exec.id))
+            .unwrap_or_else(|| panic!("no InvokeBinding span under a binding call: {all}"));
+        assert_eq!(invoke.service, "order-processor", "{all}");
+    }
+
+    // A log line leads to its trace.
+    let op_log = stack.log("order-processor");
+    assert!(
+        op_log
+            .lines()
+            .any(|l| l.contains("orders stored") && l.contains(&trace_id)),
+        "order-processor's log lines carry the trace id"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_collector_down_every_order_is_still_stored() {
+    // Nothing listens there: every export fails.
+    let mut options = StackOptions::every_second(orders_json(1, 25), 10);
+    options.schedule = "@every 1h".to_owned();
+    options.otlp = Some(format!("127.0.0.1:{}", free_port()));
+    let stack = Stack::start(options).await;
+
+    let summary = stack.run_now().await;
+    assert_eq!(summary["outcome"], "completed", "{summary}");
+    assert_eq!(summary["inserted"], 25, "{summary}");
+    assert_eq!(stack.stored().await, expected_rows(1, 25));
+    let again = stack.run_now().await;
+    assert_eq!(again["outcome"], "unchanged", "{again}");
+}
