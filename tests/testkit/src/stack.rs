@@ -302,6 +302,10 @@ impl Stack {
         };
         stack.start_order_processor();
         stack.start_sidecar("order-processor");
+        // The sidecars share the SQLite file of name resolution, and one that creates its
+        // tables while the other does fails with SQLITE_BUSY and resolves no app: one at
+        // a time, as scripts/run.sh starts them.
+        stack.wait_sidecar("order-processor").await;
         let mut env = vec![
             (
                 "ORDERS_FILE".to_owned(),
@@ -566,6 +570,30 @@ impl Stack {
             .ok()?;
         let status = response.status().as_u16();
         Some((status, response.json().await.ok()?))
+    }
+
+    /// Waits until `app`'s sidecar has loaded its components (`/v1.0/healthz/outbound`).
+    pub async fn wait_sidecar(&self, app: &str) {
+        let port = if app == "batch" {
+            self.batch.http
+        } else {
+            self.op.http
+        };
+        let url = format!("http://127.0.0.1:{port}/v1.0/healthz/outbound");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(&url).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{app}'s sidecar not up within 60 s:\n{}",
+                tail(&self.log(&format!("{app}-daprd")), 40)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until the app answers `/readyz` with 200.

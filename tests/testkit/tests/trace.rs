@@ -192,3 +192,45 @@ async fn with_the_collector_down_every_order_is_still_stored() {
     let again = stack.run_now().await;
     assert_eq!(again["outcome"], "unchanged", "{again}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn both_services_also_export_over_http_with_protobuf() {
+    let jaeger = Jaeger::start().await;
+    let mut options = StackOptions::every_second(orders_json(1, 5), 5);
+    options.schedule = "@every 1h".to_owned();
+    let endpoint = format!("http://{}", jaeger.otlp_http);
+    for env in [&mut options.batch_env, &mut options.order_processor_env] {
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), endpoint.clone()));
+        env.push((
+            "OTEL_EXPORTER_OTLP_PROTOCOL".to_owned(),
+            "http/protobuf".to_owned(),
+        ));
+    }
+    let stack = Stack::start(options).await;
+
+    let summary = stack.run_now().await;
+    assert_eq!(summary["inserted"], 5, "{summary}");
+    let logged = stack.summaries().pop().expect("a summary line");
+    let trace_id = logged["trace_id"].as_str().expect("a trace id").to_owned();
+    let mut spans = Vec::new();
+    for _ in 0..300 {
+        spans = jaeger.trace(&trace_id).await;
+        if !find(&spans, "batch", "run").is_empty()
+            && !find(&spans, "order-processor", "binding exec").is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = describe(&spans);
+    assert_eq!(find(&spans, "batch", "chunk").len(), 1, "{all}");
+    assert_eq!(
+        find(&spans, "order-processor", "binding exec").len(),
+        1,
+        "{all}"
+    );
+    assert!(
+        spans.iter().all(|s| !s.name.contains("InvokeBinding")),
+        "the sidecars export nothing here: {all}"
+    );
+}

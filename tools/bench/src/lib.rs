@@ -9,13 +9,17 @@
 //! 5. end-to-end throughput per chunk size;
 //! 6. a load test: single-order requests through both sidecars at the highest rate found,
 //!    held for a minute, with failures and lost orders counted;
+//! 7. what exporting traces costs: throughput, memory and start-up with export off and on
+//!    (to a real Jaeger);
 //!
 //! and where the end-to-end time goes (the same orders through fewer and fewer layers,
 //! CPU per process), then writes `report.md` and `report.json`. Every figure is the median
 //! of several runs with its range; nothing here asserts a time.
-//! `scripts/bench.sh` provides PostgreSQL and daprd and runs it; see docs/benchmark.md.
+//! `scripts/bench.sh` provides PostgreSQL, daprd and Jaeger and runs it; see
+//! docs/benchmark.md.
 
 pub mod environment;
+pub mod export;
 pub mod measure;
 pub mod orders;
 pub mod procfs;
@@ -166,11 +170,11 @@ fn progress(message: impl AsRef<str>) {
 
 /// Runs the benchmark and writes the report; returns the Markdown file's path.
 pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
-    for var in ["TEST_DATABASE_URL", "DAPRD"] {
+    for var in ["TEST_DATABASE_URL", "DAPRD", "JAEGER"] {
         ensure!(
             std::env::var_os(var).is_some(),
             "{var} is not set: run the benchmark with scripts/bench.sh, which starts PostgreSQL \
-             and finds daprd"
+             and finds daprd and Jaeger"
         );
     }
     let plan = Plan::new(&options);
@@ -264,8 +268,12 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     let footprint = footprint(&plan, &ready, &idle, &after, &largest_runs)?;
     let chunks = chunk_sweep(&mut bench, &plan, default_chunk_size).await?;
     let load = load(&bench, &plan).await?;
+    let floor_transport = bench.floor_transport.clone();
+    drop(bench);
+    let trace_export = export::measure(&plan, default_chunk_size).await?;
 
-    let targets = report::evaluate(&throughput, &breakdown, &gap, &overhead, &footprint, &load);
+    let mut targets = report::evaluate(&throughput, &breakdown, &gap, &overhead, &footprint, &load);
+    targets.extend(export::targets(&trace_export));
     let report = Report {
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         mode: plan.mode.to_owned(),
@@ -277,7 +285,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
             sizes: plan.sizes.clone(),
             default_chunk_size,
             postgres,
-            floor_transport: bench.floor_transport.clone(),
+            floor_transport,
             end_to_end: END_TO_END.to_owned(),
         },
         targets,
@@ -288,6 +296,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
         chunks,
         gap,
         load,
+        trace_export,
     };
     write(&report, &out)
 }

@@ -7,10 +7,13 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::environment::Environment;
+use crate::export::TraceExport;
 use crate::stats::Spread;
 
 /// The end-to-end rate must reach this fraction of the `COPY` rate.
-pub const TARGET_VS_COPY: f64 = 0.25;
+pub const TARGET_VS_COPY: f64 = 0.30;
+/// Each service's own CPU per 1,000 orders end to end must stay under this many ms.
+pub const TARGET_SERVICE_CPU_MS: f64 = 0.8;
 /// Each service's peak resident memory must stay under this many bytes (20 MB).
 pub const TARGET_PEAK_BYTES: f64 = 20_000_000.0;
 /// Each service must answer `/readyz` with 200 within this many ms of its start.
@@ -62,6 +65,8 @@ pub struct Report {
     pub gap: Gap,
     /// 6: the load test, sustained single-order requests through both sidecars.
     pub load: Load,
+    /// 7: throughput, memory and start-up with trace export off and on.
+    pub trace_export: TraceExport,
 }
 
 /// The load test: the highest rate found by a short probe of concurrency levels, then held.
@@ -453,6 +458,29 @@ pub fn evaluate(
             note: String::new(),
         },
     });
+    for process in breakdown
+        .cpu
+        .iter()
+        .filter(|c| crate::measure::SERVICES.contains(&c.process.as_str()))
+    {
+        let per_1000 = &process.ms_per_1000_orders;
+        targets.push(Target {
+            name: format!("{}: CPU per 1,000 orders end to end", process.process),
+            limit: format!("at most {} ms", decimal(TARGET_SERVICE_CPU_MS, 1)),
+            measured: format!(
+                "{} ms (median of {}; {}–{})",
+                decimal(per_1000.median, 2),
+                per_1000.runs,
+                decimal(per_1000.min, 2),
+                decimal(per_1000.max, 2)
+            ),
+            verdict: verdict(
+                per_1000.median <= TARGET_SERVICE_CPU_MS,
+                breakdown.orders >= 100_000,
+            ),
+            note: String::new(),
+        });
+    }
     for service in &footprint.services {
         let peak_bytes = service.memory.peak_kib.max * 1024.0;
         let met = peak_bytes < TARGET_PEAK_BYTES;
@@ -1018,6 +1046,8 @@ pub fn markdown(report: &Report) -> String {
         decimal(run.p99_ms, 2),
         percent(run.machine_busy)
     );
+    let _ = writeln!(md);
+    crate::export::render(&mut md, &report.trace_export);
 
     md
 }
@@ -1348,6 +1378,7 @@ mod tests {
             footprint: footprint(10_000.0, 20.0),
             gap: gap(),
             load: load(0, 0),
+            trace_export: trace_export(),
             chunks: ChunkSweep {
                 orders: 100_000,
                 default_chunk_size: 500,
@@ -1372,6 +1403,7 @@ mod tests {
             "## 4.",
             "## 5.",
             "## What would close the gap",
+            "## 7. Trace export",
         ] {
             assert!(md.contains(heading), "{heading} missing:\n{md}");
         }
@@ -1383,6 +1415,35 @@ mod tests {
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back.targets, report.targets);
         assert_eq!(back.chunks.best().unwrap().chunk_size, 2000);
+    }
+
+    fn trace_export() -> TraceExport {
+        let runs = |rate: f64| crate::export::ExportRuns {
+            orders_per_second: s(rate),
+            peak_kib: vec![("batch".to_owned(), s(9_000.0))],
+            ready_ms: vec![("batch".to_owned(), s(8.0))],
+        };
+        TraceExport {
+            orders: 100_000,
+            chunk_size: 2000,
+            off: runs(50_000.0),
+            on: runs(45_000.0),
+            spans_per_run: 300,
+        }
+    }
+
+    #[test]
+    fn the_cost_of_trace_export_is_stated() {
+        let export = trace_export();
+        assert!((export.throughput_cost() - 0.1).abs() < 1e-9);
+        let mut md = String::new();
+        crate::export::render(&mut md, &export);
+        assert!(md.contains("costs **10.0 %**"), "{md}");
+        assert!(
+            crate::export::targets(&export)
+                .iter()
+                .all(|t| t.verdict == Verdict::Met)
+        );
     }
 
     #[test]
