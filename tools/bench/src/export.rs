@@ -217,6 +217,26 @@ pub fn targets(export: &TraceExport) -> Vec<Target> {
     targets
 }
 
+/// The throughput cost, and whether the runs can tell it from their spread.
+fn cost_in_words(export: &TraceExport) -> String {
+    let (off, on) = (&export.off.orders_per_second, &export.on.orders_per_second);
+    let cost = export.throughput_cost();
+    if on.min <= off.max && off.min <= on.max {
+        format!(
+            "Export on changes the end-to-end rate by {} (medians), within the runs' spread: \
+             **no cost this benchmark can measure**.",
+            percent(-cost)
+        )
+    } else if cost > 0.0 {
+        format!("Export on costs **{}** of the end-to-end rate (medians).", percent(cost))
+    } else {
+        format!(
+            "Export on was **{}** faster end to end (medians), beyond the runs' spread.",
+            percent(-cost)
+        )
+    }
+}
+
 /// Section 7 of the Markdown report.
 pub fn render(md: &mut String, export: &TraceExport) {
     let range = |s: &Spread, f: &dyn Fn(f64) -> String| {
@@ -232,12 +252,12 @@ pub fn render(md: &mut String, export: &TraceExport) {
          Two stacks of their own, one after the other, each sent the same {} files of {} \
          orders (chunks of {}): one exporting nothing, one with both services and both \
          sidecars exporting every span over OTLP/gRPC to Jaeger v2 on this machine ({} spans \
-         in one run's trace). Export on costs **{}** of the end-to-end rate (medians).\n",
+         in one run's trace). {}\n",
         export.off.orders_per_second.runs,
         thousands(export.orders as f64),
         export.chunk_size,
         thousands(export.spans_per_run as f64),
-        percent(export.throughput_cost())
+        cost_in_words(export)
     );
     let _ = writeln!(md, "| | export off | export on |");
     let _ = writeln!(md, "| --- | ---: | ---: |");

@@ -1438,7 +1438,12 @@ mod tests {
         assert!((export.throughput_cost() - 0.1).abs() < 1e-9);
         let mut md = String::new();
         crate::export::render(&mut md, &export);
-        assert!(md.contains("costs **10.0 %**"), "{md}");
+        assert!(md.contains("within the runs' spread"), "{md}");
+        let mut apart = export.clone();
+        apart.on.orders_per_second = s(30_000.0);
+        let mut md = String::new();
+        crate::export::render(&mut md, &apart);
+        assert!(md.contains("costs **40.0 %**"), "{md}");
         assert!(
             crate::export::targets(&export)
                 .iter()
