@@ -228,7 +228,10 @@ fn cost_in_words(export: &TraceExport) -> String {
             percent(-cost)
         )
     } else if cost > 0.0 {
-        format!("Export on costs **{}** of the end-to-end rate (medians).", percent(cost))
+        format!(
+            "Export on costs **{}** of the end-to-end rate (medians).",
+            percent(cost)
+        )
     } else {
         format!(
             "Export on was **{}** faster end to end (medians), beyond the runs' spread.",
