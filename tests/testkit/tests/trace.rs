@@ -9,15 +9,26 @@ use serde_json::Value;
 use testkit::jaeger::{Jaeger, SpanView};
 use testkit::stack::{Stack, StackOptions, expected_rows, free_port, orders_json};
 
-/// Spans a run of 10 orders in chunks of 4 leaves in its trace, with the service that sends
-/// each: `(service, span name)`.
-const APP_SPANS: [(&str, &str); 5] = [
-    ("batch", "POST /cron"),
-    ("batch", "run"),
-    ("batch", "chunk"),
-    ("order-processor", "POST /orders"),
-    ("order-processor", "binding exec"),
+/// The spans one run of 10 orders in chunks of 4 leaves in its trace: `(service, a part of
+/// the span's name, how many)`. The sidecars' spans carry their app's id as service.
+const EXPECTED: [(&str, &str, usize); 9] = [
+    ("batch", "bindings/cron", 1),
+    ("batch", "POST /cron", 1),
+    ("batch", "run", 1),
+    ("batch", "chunk", 3),
+    ("batch", "CallLocal/order-processor/orders", 3),
+    ("order-processor", "CallLocal/order-processor/orders", 3),
+    ("order-processor", "POST /orders", 3),
+    ("order-processor", "binding exec", 3),
+    ("order-processor", "InvokeBinding", 3),
 ];
+
+fn count_of(spans: &[SpanView], service: &str, name: &str) -> usize {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.name.contains(name))
+        .count()
+}
 
 /// An attribute as text: the query API gives some numbers as strings.
 fn tag(span: &SpanView, key: &str) -> String {
@@ -89,25 +100,27 @@ async fn one_cron_tick_is_one_trace_from_the_tick_to_the_binding() {
         .unwrap_or_else(|| panic!("the summary line has no trace_id: {summary}"))
         .to_owned();
 
-    // Spans reach the collector in batches: wait until every hop has arrived.
+    // Spans reach the collector in batches, from four processes: wait until every hop of
+    // the three chunks has arrived.
     let mut spans = Vec::new();
     for _ in 0..300 {
         spans = jaeger.trace(&trace_id).await;
-        let apps_done = APP_SPANS
+        if EXPECTED
             .iter()
-            .all(|(service, name)| !find(&spans, service, name).is_empty())
-            && find(&spans, "batch", "chunk").len() == 3
-            && find(&spans, "order-processor", "binding exec").len() == 3;
-        let binding = spans
-            .iter()
-            .filter(|s| s.service == "order-processor" && s.name.contains("InvokeBinding"))
-            .count();
-        if apps_done && binding == 3 {
+            .all(|(service, name, count)| count_of(&spans, service, name) == *count)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all = describe(&spans);
+    for (service, name, count) in EXPECTED {
+        assert_eq!(
+            count_of(&spans, service, name),
+            count,
+            "{service}: {name}\n{all}"
+        );
+    }
 
     let tick = find(&spans, "batch", "POST /cron")[0];
     let run = find(&spans, "batch", "run")[0];
