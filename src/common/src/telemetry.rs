@@ -23,6 +23,7 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{self as tfmt, FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
@@ -114,16 +115,19 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
     let export = Export::from_vars(&Vars::from_env())?;
     let provider = provider(service, export.as_ref())?;
     let tracer = provider.tracer(service);
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let slot = DispatchSlot::default();
+    // RUST_LOG filters the logs only: the spans are made whatever it says, or a quieter
+    // log level would break the trace between the services.
     let registry = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .with(spans(tracer))
         .with(slot.clone());
     if std::io::stdout().is_terminal() {
-        registry.with(tfmt::layer()).init();
+        registry.with(tfmt::layer().with_filter(logs)).init();
     } else {
-        registry.with(json_layer(slot, std::io::stdout)).init();
+        registry
+            .with(json_layer(slot, std::io::stdout).with_filter(logs))
+            .init();
     }
     if let Some(export) = export {
         tracing::info!(protocol = ?export.protocol, "exporting traces over OTLP");
@@ -162,6 +166,17 @@ fn provider(
     Ok(builder.with_batch_exporter(exporter).build())
 }
 
+/// The OpenTelemetry layer: the services' spans (all at `info`), not the libraries' debug
+/// and trace spans.
+fn spans<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(LevelFilter::INFO)
+}
+
 /// One JSON object per line, the event's fields at the top, with the ids of its trace.
 fn json_layer<S, W>(slot: DispatchSlot, writer: W) -> impl Layer<S>
 where
@@ -197,15 +212,16 @@ struct WithTraceIds<F> {
 }
 
 impl<F> WithTraceIds<F> {
-    fn span_context<S>(
-        &self,
-        ctx: &FmtContext<'_, S, impl for<'a> FormatFields<'a> + 'static>,
-    ) -> Option<SpanContext>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let id = ctx.parent_span()?.id();
+    /// The trace of the span `event` was written in. Found through the dispatcher, not
+    /// the formatter's context, which hides the spans this layer's filter does not enable
+    /// (all of them at `RUST_LOG=warn`).
+    fn span_context(&self, event: &Event<'_>) -> Option<SpanContext> {
         let dispatch = self.slot.0.get()?.upgrade()?;
+        let id = match event.parent() {
+            Some(id) => id.clone(),
+            None if event.is_contextual() => dispatch.current_span().id()?.clone(),
+            None => return None,
+        };
         let context = tracing_opentelemetry::get_otel_context(&id, &dispatch)?;
         let span_context = context.span().span_context().clone();
         span_context.is_valid().then_some(span_context)
@@ -224,7 +240,7 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Some(ids) = self.span_context(ctx) else {
+        let Some(ids) = self.span_context(event) else {
             return self.inner.format_event(ctx, writer, event);
         };
         let mut line = String::new();
@@ -457,6 +473,45 @@ mod tests {
         );
         assert_eq!(lines[1]["trace_id"], trace.as_str(), "{log}");
         assert_eq!(lines[1]["span_id"].as_str().unwrap().len(), 16, "{log}");
+    }
+
+    #[test]
+    fn a_quiet_log_level_still_passes_the_trace_on() {
+        let provider = SdkTracerProvider::builder().build();
+        let captured = Captured::default();
+        let slot = DispatchSlot::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(spans(provider.tracer("test")))
+            .with(slot.clone())
+            .with(json_layer(slot, move || writer.clone()).with_filter(EnvFilter::new("warn")));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                    .parse()
+                    .unwrap(),
+            );
+            let span = tracing::info_span!("request");
+            set_parent(&span, &headers);
+            let child = span.in_scope(|| tracing::info_span!("call"));
+            let sent = traceparent(&child).expect("a traceparent at RUST_LOG=warn");
+            assert!(
+                sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+                "{sent}"
+            );
+            child.in_scope(|| {
+                tracing::info!("not logged");
+                tracing::warn!("logged");
+            });
+        });
+        let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.lines().count(), 1, "{log}");
+        assert!(
+            log.contains(r#""trace_id":"0af7651916cd43dd8448eb211c80319c""#),
+            "{log}"
+        );
     }
 
     #[test]
