@@ -615,13 +615,14 @@ fn why_slower_than_copy(result: &SizeResult, breakdown: &Breakdown, gap: &Gap) -
         let _ = write!(
             why,
             " CPU: the whole path costs {} ms of CPU per 1,000 orders (most in {}), so {} \
-             cores kept fully busy could store at most {} orders/s, {} of COPY; a quarter of \
+             cores kept fully busy could store at most {} orders/s, {} of COPY; {} of \
              COPY needs {} ms or less.",
             decimal(cpu.median, 1),
             busiest(breakdown),
             breakdown.cores,
             thousands(cap),
             percent(cap / result.copy.median),
+            percent(TARGET_VS_COPY),
             decimal(needed, 1)
         );
     }
