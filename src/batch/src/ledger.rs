@@ -280,6 +280,19 @@ impl UnsendableChunk {
 }
 
 impl Summary {
+    /// Whether every order read is counted exactly once: read = inserted + already present
+    /// + conflicts + rejected + skipped + deferred + unsendable.
+    pub fn counts_add_up(&self) -> bool {
+        self.read
+            == self.inserted
+                + self.already_present
+                + self.conflicts
+                + self.rejected
+                + self.skipped
+                + self.deferred
+                + self.unsendable
+    }
+
     /// Puts the outcome and the counts on the run's span (declared in
     /// [`crate::runner::Runner::run`]), where a trace shows them.
     pub fn record_on(&self, span: &tracing::Span) {
@@ -379,17 +392,6 @@ mod tests {
         }
     }
 
-    fn identity_holds(s: &Summary) -> bool {
-        s.read
-            == s.inserted
-                + s.already_present
-                + s.conflicts
-                + s.rejected
-                + s.skipped
-                + s.deferred
-                + s.unsendable
-    }
-
     #[test]
     fn every_order_is_counted_once_whatever_the_outcome() {
         let now = Instant::now();
@@ -409,7 +411,7 @@ mod tests {
             Ended::Unchanged,
         ] {
             let summary = ledger.summary(ended.clone(), Duration::ZERO, now);
-            assert!(identity_holds(&summary), "{ended:?}: {summary:?}");
+            assert!(summary.counts_add_up(), "{ended:?}: {summary:?}");
         }
         let summary = ledger.summary(Ended::Cancelled, Duration::ZERO, now);
         // The last 10 were never read: deferred like the 10 that failed.

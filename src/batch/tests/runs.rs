@@ -14,7 +14,7 @@ use batch::ledger::Outcome;
 use batch::parse::BlockLimits;
 use batch::read::ReadLimits;
 use serde_json::json;
-use support::{FakeOrderProcessor, adds_up, answer, orders_file, refusal, runner, settings};
+use support::{FakeOrderProcessor, answer, orders_file, refusal, runner, settings};
 
 #[tokio::test]
 async fn a_run_sends_every_chunk_and_sums_the_outcomes() {
@@ -30,7 +30,7 @@ async fn a_run_sends_every_chunk_and_sums_the_outcomes() {
         (summary.read, summary.submitted, summary.inserted),
         (5, 5, 5)
     );
-    assert!(adds_up(&summary));
+    assert!(summary.counts_add_up());
 }
 
 #[tokio::test]
@@ -115,7 +115,7 @@ async fn a_chunk_with_an_invalid_order_is_not_sent_and_the_rest_is() {
         (3, 2, 0)
     );
     assert_eq!(second.outcome, Outcome::Partial);
-    assert!(adds_up(&first) && adds_up(&second));
+    assert!(first.counts_add_up() && second.counts_add_up());
 }
 
 #[tokio::test]
@@ -184,7 +184,7 @@ async fn a_single_order_refused_as_too_large_cannot_be_sent_and_the_others_are_s
         unsent.what_to_change.contains("request body limits"),
         "{unsent:?}"
     );
-    assert!(adds_up(&summary));
+    assert!(summary.counts_add_up());
 }
 
 #[tokio::test(start_paused = true)]
@@ -251,7 +251,7 @@ async fn one_chunk_that_keeps_failing_does_not_stop_the_chunks_after_it() {
     assert_eq!((summary.deferred, summary.outcome), (2, Outcome::Partial));
     let tries = sink.requests().iter().filter(|r| r.contains(&3)).count();
     assert_eq!(tries, 3, "the first attempt and two retries");
-    assert!(adds_up(&summary));
+    assert!(summary.counts_add_up());
 }
 
 #[tokio::test(start_paused = true)]
@@ -277,7 +277,7 @@ async fn when_order_processor_looks_down_the_rest_waits_for_the_next_run() {
         (first.deferred, first.submitted, first.outcome),
         (8, 4, Outcome::Partial)
     );
-    assert!(adds_up(&first));
+    assert!(first.counts_add_up());
 
     down.store(false, Ordering::SeqCst);
     let second = runner.run("test").await.unwrap();
@@ -349,7 +349,7 @@ async fn cancelling_during_a_chunk_defers_every_order_not_stored() {
         (summary.read, summary.inserted, summary.deferred),
         (10, 4, 6)
     );
-    assert!(adds_up(&summary));
+    assert!(summary.counts_add_up());
     assert_eq!(sink.stored_ids(), vec![1, 2, 3, 4]);
 }
 
@@ -409,7 +409,7 @@ async fn a_file_read_in_two_passes_is_sent_as_one_read_in_one() {
         let sink = Arc::new(FakeOrderProcessor::storing());
         let file = orders_file(&ids);
         let summary = runner(&sink, &file, settings).run("test").await.unwrap();
-        assert!(adds_up(&summary));
+        assert!(summary.counts_add_up());
         results.push((summary.inserted, summary.rejected, sink.requests()));
     }
     // Both occurrences of id 1 are refused with their chunks.
@@ -451,7 +451,7 @@ async fn a_file_that_changes_while_it_is_read_fails_and_keeps_what_was_stored() 
     );
     assert!(summary.inserted >= 2, "{summary:?}");
     assert_eq!(summary.inserted + summary.deferred, 10);
-    assert!(adds_up(&summary));
+    assert!(summary.counts_add_up());
     let again = runner.run("test").await.unwrap();
     assert_eq!(again.outcome, Outcome::Completed);
     assert_eq!(again.inserted + again.already_present, 10);

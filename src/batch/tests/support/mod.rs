@@ -220,15 +220,3 @@ pub fn runner(
         settings,
     )
 }
-
-/// Whether every order read is counted exactly once.
-pub fn adds_up(s: &batch::ledger::Summary) -> bool {
-    s.read
-        == s.inserted
-            + s.already_present
-            + s.conflicts
-            + s.rejected
-            + s.skipped
-            + s.deferred
-            + s.unsendable
-}
