@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, ensure};
 use serde::{Deserialize, Serialize};
 use testkit::jaeger::Jaeger;
-use testkit::stack::{Stack, StackOptions};
+use testkit::stack::Stack;
 
 use crate::measure::{Bench, SERVICES};
 use crate::orders;
@@ -18,7 +18,7 @@ use crate::report::{
     TARGET_PEAK_BYTES, TARGET_READY_MS, Target, Verdict, megabytes, percent, thousands,
 };
 use crate::stats::Spread;
-use crate::{Plan, progress, spread};
+use crate::{Plan, bench_stack, progress, spread};
 
 /// The section's phase in [`Plan::file_seed`]: files no other section sends.
 const PHASE: u64 = 7;
@@ -81,27 +81,14 @@ async fn runs(
 ) -> anyhow::Result<(ExportRuns, usize)> {
     let label = if jaeger.is_some() { "on" } else { "off" };
     progress(format!("trace export {label}: starting a stack of its own"));
-    let stack = Stack::start(StackOptions {
-        schedule: "@every 1h".to_owned(),
-        orders: orders::orders_file(&orders::generate(plan.file_seed(PHASE, 10, 0), 10)?)?,
+    let stack = Stack::start(bench_stack(
+        orders::orders_file(&orders::generate(plan.file_seed(PHASE, 10, 0), 10)?)?,
         chunk_size,
-        batch_env: Vec::new(),
-        release: true,
-        order_processor_env: Vec::new(),
-        sidecar_args: Vec::new(),
-        otlp: jaeger.map(|j| j.otlp_grpc.clone()),
-    })
+        jaeger.map(|j| j.otlp_grpc.clone()),
+    ))
     .await;
     let mut bench = Bench::new(stack).await?;
-    let mut ready: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..plan.runs {
-        for app in SERVICES {
-            ready
-                .entry(app)
-                .or_default()
-                .push(bench.ready_ms(app).await?);
-        }
-    }
+    let ready = bench.ready_times(plan.runs).await?;
     bench.warm_paths().await?;
     let size = plan.largest();
     let warm = orders::generate(plan.file_seed(PHASE, 1_000, 0), 1_000)?;
@@ -152,8 +139,8 @@ async fn runs(
     ))
 }
 
-/// Spans of the last run's trace in the collector, once all have arrived (the count stops
-/// growing for two polls, the services export every 5 s).
+/// Spans of the last run's trace in the collector, once all have arrived: the count has
+/// not grown for 10 s, twice the interval at which the services and the sidecars export.
 async fn last_trace_spans(bench: &Bench, jaeger: &Jaeger) -> anyhow::Result<usize> {
     let trace_id = bench
         .stack

@@ -163,6 +163,21 @@ impl Plan {
     }
 }
 
+/// A stack of release builds for the benchmark: `orders` as its first file, no cron tick
+/// during the measurements, spans exported to `otlp` when given.
+fn bench_stack(orders: String, chunk_size: usize, otlp: Option<String>) -> StackOptions {
+    StackOptions {
+        schedule: "@every 1h".to_owned(),
+        orders,
+        chunk_size,
+        batch_env: Vec::new(),
+        release: true,
+        order_processor_env: Vec::new(),
+        sidecar_args: Vec::new(),
+        otlp,
+    }
+}
+
 /// Prints a progress line on stderr.
 fn progress(message: impl AsRef<str>) {
     eprintln!("bench: {}", message.as_ref());
@@ -197,16 +212,11 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     let default_chunk_size = batch::Config::from_vars(&Vars::from_pairs([]))?.chunk_size;
 
     progress("building the services (release) and starting the stack");
-    let stack = Stack::start(StackOptions {
-        schedule: "@every 1h".to_owned(),
-        orders: orders::orders_file(&orders::generate(plan.seed, 10)?)?,
-        chunk_size: default_chunk_size,
-        batch_env: Vec::new(),
-        release: true,
-        order_processor_env: Vec::new(),
-        sidecar_args: Vec::new(),
-        otlp: None,
-    })
+    let stack = Stack::start(bench_stack(
+        orders::orders_file(&orders::generate(plan.seed, 10)?)?,
+        default_chunk_size,
+        None,
+    ))
     .await;
     let mut bench = Bench::new(stack).await?;
     let environment = Environment {
@@ -234,15 +244,7 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
     }
 
     progress("start-up times (each service restarted, its sidecar running)");
-    let mut ready: HashMap<&str, Vec<f64>> = HashMap::new();
-    for _ in 0..plan.runs {
-        for app in SERVICES {
-            ready
-                .entry(app)
-                .or_default()
-                .push(bench.ready_ms(app).await?);
-        }
-    }
+    let ready = bench.ready_times(plan.runs).await?;
     bench.warm_paths().await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle: HashMap<String, u64> = bench.resident()?.into_iter().collect();

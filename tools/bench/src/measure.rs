@@ -562,6 +562,22 @@ impl Bench {
         })
     }
 
+    /// Restarts each service `runs` times, one after the other, and returns the
+    /// milliseconds to `/readyz` of every start ([`Bench::ready_ms`]).
+    pub async fn ready_times(
+        &mut self,
+        runs: usize,
+    ) -> anyhow::Result<HashMap<&'static str, Vec<f64>>> {
+        let mut ready: HashMap<&'static str, Vec<f64>> = HashMap::new();
+        for _ in 0..runs {
+            for app in SERVICES {
+                let ms = self.ready_ms(app).await?;
+                ready.entry(app).or_default().push(ms);
+            }
+        }
+        Ok(ready)
+    }
+
     /// Restarts `app` and returns the milliseconds from spawning it to `/readyz`
     /// answering 200 (its sidecar keeps running).
     pub async fn ready_ms(&mut self, app: &'static str) -> anyhow::Result<f64> {
