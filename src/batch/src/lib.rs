@@ -133,8 +133,8 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
         // Failures are logged where they happen, with their cause.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(common::telemetry::http_span)
-                .on_response(common::telemetry::record_response)
+                .make_span_with(common::trace_context::http_span)
+                .on_response(common::trace_context::record_response)
                 .on_failure(()),
         )
         .with_state(state)

@@ -211,7 +211,7 @@ impl<'a, S: OrderSink> Context<'a, S> {
                     outcome = Empty,
                     inserted = Empty,
                 );
-                let traceparent = common::telemetry::traceparent(&span);
+                let traceparent = common::trace_context::traceparent(&span);
                 let outcome = self
                     .submitter
                     .submit(&piece.body, len, traceparent.as_deref())

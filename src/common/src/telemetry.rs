@@ -1,28 +1,23 @@
 //! Logs and traces through `tracing`. Logs are readable lines on a terminal and one JSON
 //! object per line elsewhere (containers, CI, log collectors), with the `trace_id` and
 //! `span_id` of the span they were written in; the filter comes from `RUST_LOG` and
-//! defaults to `info`. Spans are OpenTelemetry spans, so W3C trace context flows from the
-//! request that came in to the calls that go out ([`set_parent`], [`traceparent`]). They are
-//! exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is
+//! defaults to `info` and applies to the logs only. Spans are OpenTelemetry spans (see
+//! [`crate::trace_context`] for how they join the caller's trace), made whatever the log
+//! level; they are exported over OTLP only when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`) is
 //! set, in batches from a thread of their own: a collector that is slow or down costs spans,
 //! never a request or a run.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Request, Response};
-use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::dispatcher::WeakDispatch;
-use tracing::{Dispatch, Event, Span, Subscriber};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{self as tfmt, FmtContext, FormatEvent, FormatFields, MakeWriter};
@@ -34,14 +29,6 @@ use crate::config::{ConfigError, Vars};
 /// How long exporting the last spans may hold up the exit.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where spans go, read from the standard OpenTelemetry variables.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Export {
-    /// The OTLP protocol: `grpc` (also when unset: what Container Apps' managed agent
-    /// speaks) or `http/protobuf`.
-    pub protocol: ExportProtocol,
-}
-
 /// The OTLP transports the services speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportProtocol {
@@ -51,9 +38,11 @@ pub enum ExportProtocol {
     HttpProtobuf,
 }
 
-impl Export {
-    /// `None` when no endpoint is set or `OTEL_SDK_DISABLED=true`; an error naming the
-    /// variable when the protocol is one the services do not speak.
+impl ExportProtocol {
+    /// How spans are exported, from the standard OpenTelemetry variables: `None` when no
+    /// endpoint is set or `OTEL_SDK_DISABLED=true`; `grpc` when no protocol is named (what
+    /// Container Apps' managed agent speaks); an error naming the variable when the
+    /// protocol is one the services do not speak.
     pub fn from_vars(vars: &Vars) -> Result<Option<Self>, ConfigError> {
         let set = |var: &str| -> Result<Option<String>, ConfigError> {
             Ok(vars.optional(var)?.filter(|v| !v.trim().is_empty()))
@@ -66,26 +55,22 @@ impl Export {
         {
             return Ok(None);
         }
-        let mut protocol = ExportProtocol::Grpc;
         for var in [
             "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
             "OTEL_EXPORTER_OTLP_PROTOCOL",
         ] {
             if let Some(value) = set(var)? {
-                protocol = match value.trim() {
-                    "grpc" => ExportProtocol::Grpc,
-                    "http/protobuf" => ExportProtocol::HttpProtobuf,
-                    other => {
-                        return Err(ConfigError::new(
-                            var,
-                            format!("must be grpc or http/protobuf, got {other:?}"),
-                        ));
-                    }
+                return match value.trim() {
+                    "grpc" => Ok(Some(Self::Grpc)),
+                    "http/protobuf" => Ok(Some(Self::HttpProtobuf)),
+                    other => Err(ConfigError::new(
+                        var,
+                        format!("must be grpc or http/protobuf, got {other:?}"),
+                    )),
                 };
-                break;
             }
         }
-        Ok(Some(Self { protocol }))
+        Ok(Some(Self::Grpc))
     }
 }
 
@@ -112,8 +97,8 @@ impl Drop for Telemetry {
 /// `OTEL_SERVICE_NAME` says otherwise). Call once, first thing in `main`, inside the tokio
 /// runtime (the gRPC exporter's connection lives on it).
 pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
-    let export = Export::from_vars(&Vars::from_env())?;
-    let provider = provider(service, export.as_ref())?;
+    let export = ExportProtocol::from_vars(&Vars::from_env())?;
+    let provider = provider(service, export)?;
     let tracer = provider.tracer(service);
     let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let slot = DispatchSlot::default();
@@ -129,25 +114,25 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
             .with(json_layer(slot, std::io::stdout).with_filter(logs))
             .init();
     }
-    if let Some(export) = export {
-        tracing::info!(protocol = ?export.protocol, "exporting traces over OTLP");
+    if let Some(protocol) = export {
+        tracing::info!(?protocol, "exporting traces over OTLP");
     }
     Ok(Telemetry { provider })
 }
 
 fn provider(
     service: &'static str,
-    export: Option<&Export>,
+    export: Option<ExportProtocol>,
 ) -> Result<SdkTracerProvider, ConfigError> {
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service);
     }
     let builder = SdkTracerProvider::builder().with_resource(resource.build());
-    let Some(export) = export else {
+    let Some(protocol) = export else {
         return Ok(builder.build());
     };
-    let built = match export.protocol {
+    let built = match protocol {
         ExportProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_protocol(Protocol::Grpc)
@@ -258,75 +243,12 @@ where
     }
 }
 
-/// Makes `span` a child of the W3C `traceparent` (and `tracestate`) in `headers`, when there
-/// is a valid one. Call before anything is logged in the span.
-pub fn set_parent(span: &Span, headers: &HeaderMap) {
-    let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
-        .into_iter()
-        .filter_map(|name| {
-            let value = headers.get(name)?.to_str().ok()?;
-            Some((name.to_owned(), value.to_owned()))
-        })
-        .collect();
-    let parent = TraceContextPropagator::new().extract(&carrier);
-    if parent.span().span_context().is_valid() {
-        // The only failure is a span that is already disabled: nothing to trace.
-        let _ = span.set_parent(parent);
-    }
-}
-
-/// The W3C `traceparent` of `span`, for the calls it makes; `None` when it is disabled.
-pub fn traceparent(span: &Span) -> Option<String> {
-    let mut carrier = HashMap::new();
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
-}
-
-/// The hex trace id of `span`, when it has one.
-pub fn trace_id(span: &Span) -> Option<String> {
-    let context = span.context();
-    let span_context = context.span().span_context().clone();
-    span_context
-        .is_valid()
-        .then(|| span_context.trace_id().to_string())
-}
-
-/// The server span of an HTTP request, child of the caller's `traceparent` (for
-/// `tower_http`'s `TraceLayer::make_span_with`). Health checks get none: probes every few
-/// seconds would bury the traces that matter.
-pub fn http_span<B>(request: &Request<B>) -> Span {
-    let path = request.uri().path();
-    if path == "/healthz" || path == "/readyz" {
-        return Span::none();
-    }
-    let span = tracing::info_span!(
-        "request",
-        otel.name = format!("{} {}", request.method(), path),
-        otel.kind = "server",
-        http.request.method = %request.method(),
-        url.path = path,
-        http.response.status_code = tracing::field::Empty,
-        otel.status_code = tracing::field::Empty,
-    );
-    set_parent(&span, request.headers());
-    span
-}
-
-/// Records the status of an HTTP response on its [`http_span`] (for `TraceLayer::on_response`).
-pub fn record_response<B>(response: &Response<B>, _latency: Duration, span: &Span) {
-    let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn export(pairs: &[(&str, &str)]) -> Result<Option<Export>, ConfigError> {
-        Export::from_vars(&Vars::from_pairs(pairs.iter().copied()))
+    fn export(pairs: &[(&str, &str)]) -> Result<Option<ExportProtocol>, ConfigError> {
+        ExportProtocol::from_vars(&Vars::from_pairs(pairs.iter().copied()))
     }
 
     #[test]
@@ -345,15 +267,11 @@ mod tests {
     #[test]
     fn grpc_is_the_protocol_unless_one_is_named() {
         let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317");
-        assert_eq!(
-            export(&[endpoint]).unwrap().unwrap().protocol,
-            ExportProtocol::Grpc
-        );
+        assert_eq!(export(&[endpoint]).unwrap().unwrap(), ExportProtocol::Grpc);
         assert_eq!(
             export(&[endpoint, ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")])
                 .unwrap()
-                .unwrap()
-                .protocol,
+                .unwrap(),
             ExportProtocol::HttpProtobuf
         );
         assert_eq!(
@@ -366,8 +284,7 @@ mod tests {
                 ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
             ])
             .unwrap()
-            .unwrap()
-            .protocol,
+            .unwrap(),
             ExportProtocol::HttpProtobuf,
             "the traces' own variable comes first"
         );
@@ -395,38 +312,6 @@ mod tests {
             .unwrap(),
             None
         );
-    }
-
-    #[test]
-    fn a_valid_traceparent_becomes_the_parent_and_travels_on() {
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "traceparent",
-                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-                    .parse()
-                    .unwrap(),
-            );
-            let span = tracing::info_span!("request");
-            set_parent(&span, &headers);
-            assert_eq!(
-                trace_id(&span).as_deref(),
-                Some("0af7651916cd43dd8448eb211c80319c")
-            );
-            let child = span.in_scope(|| tracing::info_span!("call"));
-            let sent = traceparent(&child).unwrap();
-            assert!(
-                sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
-                "{sent}"
-            );
-            assert!(
-                !sent.contains("b7ad6b7169203331"),
-                "a span of its own: {sent}"
-            );
-        });
     }
 
     /// A log that tests can read.
@@ -457,7 +342,7 @@ mod tests {
             tracing::info!(n = 1, "outside");
             let span = tracing::info_span!("run");
             span.in_scope(|| tracing::info!(n = 2, "inside"));
-            trace_id(&span).unwrap()
+            crate::trace_context::trace_id(&span).unwrap()
         });
         let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = log
@@ -477,6 +362,9 @@ mod tests {
 
     #[test]
     fn a_quiet_log_level_still_passes_the_trace_on() {
+        use crate::trace_context::{set_parent, traceparent};
+        use axum::http::HeaderMap;
+
         let provider = SdkTracerProvider::builder().build();
         let captured = Captured::default();
         let slot = DispatchSlot::default();
@@ -512,21 +400,5 @@ mod tests {
             log.contains(r#""trace_id":"0af7651916cd43dd8448eb211c80319c""#),
             "{log}"
         );
-    }
-
-    #[test]
-    fn a_malformed_traceparent_starts_a_new_trace() {
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
-        tracing::subscriber::with_default(subscriber, || {
-            let mut headers = HeaderMap::new();
-            headers.insert("traceparent", "00-zz-b7ad6b7169203331-01".parse().unwrap());
-            let span = tracing::info_span!("request");
-            set_parent(&span, &headers);
-            let id = trace_id(&span).unwrap();
-            assert_eq!(id.len(), 32);
-            assert_ne!(id, "00000000000000000000000000000000");
-        });
     }
 }

@@ -40,8 +40,8 @@ pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
         // Failures are logged where they happen, with their cause.
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(common::telemetry::http_span)
-                .on_response(common::telemetry::record_response)
+                .make_span_with(common::trace_context::http_span)
+                .on_response(common::trace_context::record_response)
                 .on_failure(()),
         )
         .with_state(state)
@@ -71,7 +71,7 @@ async fn create_orders<W: OrderWriter>(
         orders = orders.len(),
         rows = Empty,
     );
-    let traceparent = common::telemetry::traceparent(&span);
+    let traceparent = common::trace_context::traceparent(&span);
     let inserted = state
         .writer
         .insert_params(Params::from_orders(&orders), traceparent.as_deref())
