@@ -9,6 +9,7 @@
 pub mod azure;
 pub mod jaeger;
 pub mod pg;
+pub mod process;
 pub mod stack;
 
 use std::path::PathBuf;
