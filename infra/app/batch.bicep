@@ -35,8 +35,15 @@ resource currentApp 'Microsoft.App/containerApps@2026-01-01' existing = if (exis
 }
 
 var effectiveImage = empty(image) ? (exists ? currentApp!.properties.template.containers[0].image : placeholderImage) : image
-// Probes and Dapr's app health check only for our image: the placeholder listens elsewhere.
-// Not `exists`: an app that exists may still run the placeholder (a first deploy failed).
+// Dapr, probes and Dapr's app health check only for our image: the placeholder listens on
+// port 80, not on `port`. Not `exists`: an app that exists may still run the placeholder
+// (a first deploy failed). No sidecar while the placeholder runs: daprd waits until
+// something listens on its appPort ("waiting on port ...") and answers /v1.0/healthz 500
+// meanwhile, and Container Apps restarts a sidecar that never gets ready until the
+// revision fails (daprdContainerCrashing: microsoft/azure-container-apps#1182, #1065,
+// #354). Dapr off rather than appPort 80: the placeholder revision then gets no cron tick
+// and no binding signs in before the bootstrap has created its role. `azd deploy` turns
+// Dapr on with our image (tests/infra/test_app_modules.py, test_sidecar_live.py).
 var runsAppImage = effectiveImage != placeholderImage
 
 var probes = [
@@ -90,8 +97,9 @@ resource app 'Microsoft.App/containerApps@2026-01-01' = {
           lifecycle: 'None'
         }
       ]
+      // No sidecar while the placeholder runs: it would wait on `port` (runsAppImage).
       dapr: {
-        enabled: true
+        enabled: runsAppImage
         appId: 'batch'
         appPort: port
         appProtocol: 'http'

@@ -180,3 +180,57 @@ class BicepEval:
             return here[self.value(rest)]
         raise Unknown(f"accessor {operator['type']}")
 
+
+
+# ---- What an app revision runs (infra/app/<module>.bicep, evaluated) ------------------------
+
+# mcr.microsoft.com/azuredocs/containerapps-helloworld, the image an app runs until azd
+# deploys its own, serves HTTP on port 80 (its Dockerfile's EXPOSE; Container Apps'
+# quickstarts give it ingress targetPort 80).
+PLACEHOLDER_PORT = 80
+
+
+def app_revision(root, service, image="", exists=False, running=None):
+    """What infra/app/<module>.bicep deploys for `service` when given `image` and `exists`,
+    with `running` the image the app runs now ("PLACEHOLDER" for the placeholder, None when
+    there is no app): a dict with the image, whether it is the placeholder, the port that
+    image listens on, the container's probes, and the Dapr sidecar's settings (None when
+    Dapr is off), each evaluated from the Bicep. Raises Unknown (or KeyError, TypeError)
+    when the Bicep has something the evaluator cannot read."""
+    module = app_modules(root)[service]
+    doc = parse_bicep(root / "infra" / f"{module}.bicep")
+    placeholder = doc["variables"]["placeholderImage"]["value"]
+    running = placeholder if running == "PLACEHOLDER" else running
+    apps = {s: r for s, r in doc["resources"].items() if r["type"] == "Microsoft.App/containerApps"}
+    (app,) = [r for r in apps.values() if not r.get("existing")]
+    current = [s for s, r in apps.items() if r.get("existing")]
+    params = {name: f"<{name}>" for name in doc["parameters"]}
+    params.update(image=image, exists=exists)
+    existing = {s: {"properties": {"template": {"containers": [{"image": running}]}}} for s in current}
+    evaluate = BicepEval(doc, params, existing if running else {}).value
+    body = app["config"]["properties"]
+    container = body["template"]["containers"][0]
+    got_image = evaluate(container["image"])
+    dapr = body["configuration"]["dapr"]
+    sidecar = None
+    if evaluate(dapr.get("enabled", False)) is True:
+        health = dapr.get("appHealth", {})
+        sidecar = {
+            "app_id": evaluate(dapr["appId"]),
+            "app_port": evaluate(dapr.get("appPort")),
+            "app_protocol": evaluate(dapr.get("appProtocol", "http")),
+            "app_health": {
+                "path": evaluate(health["path"]),
+                "interval_seconds": evaluate(health["probeIntervalSeconds"]),
+                "timeout_ms": evaluate(health["probeTimeoutMilliseconds"]),
+                "threshold": evaluate(health["threshold"]),
+            } if evaluate(health.get("enabled", False)) is True else None,
+        }
+    is_placeholder = got_image == placeholder
+    return {
+        "image": got_image,
+        "placeholder": is_placeholder,
+        "listens_on": PLACEHOLDER_PORT if is_placeholder else evaluate(doc["variables"]["port"]["value"]),
+        "probes": evaluate(container.get("probes", [])),
+        "dapr": sidecar,
+    }

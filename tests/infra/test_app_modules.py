@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 from infra_support import (
-    ROOT, AZD_VARIABLE, BicepEval, Unknown, app_modules, azd_variables, canonical,
+    ROOT, AZD_VARIABLE, Unknown, app_modules, app_revision, azd_variables, canonical,
     parameter_values, parse_bicep, render, replace_in, service_variable,
 )
 
@@ -171,39 +171,54 @@ SCENARIOS = [
 
 
 def check_health_follows_image(root):
-    """Probes and Dapr's app health check are on exactly when the app runs its own image,
-    not the placeholder (which listens elsewhere), whatever `exists` says."""
+    """Dapr, probes and Dapr's app health check are on exactly when the app runs its own
+    image, not the placeholder (which listens elsewhere), whatever `exists` says."""
     problems = []
-    for service, module in app_modules(root).items():
-        doc = parse_bicep(root / "infra" / f"{module}.bicep")
-        placeholder = doc["variables"]["placeholderImage"]["value"]
-        apps = {s: r for s, r in doc["resources"].items() if r["type"] == CONTAINER_APPS}
-        (app,) = [r for r in apps.values() if not r.get("existing")]
-        current = [s for s, r in apps.items() if r.get("existing")]
-        body = app["config"]["properties"]
+    for service in app_modules(root):
         for image, exists, running, real in SCENARIOS:
-            running = placeholder if running == "PLACEHOLDER" else running
-            params = {name: f"<{name}>" for name in doc["parameters"]}
-            params.update(image=image, exists=exists)
-            existing = {s: {"properties": {"template": {"containers": [{"image": running}]}}} for s in current}
-            evaluate = BicepEval(doc, params, existing if running else {}).value
             case = f"{service} (image {image!r}, exists {exists}, running {running!r})"
             try:
-                container = body["template"]["containers"][0]
-                got_image = evaluate(container["image"])
-                probes = evaluate(container.get("probes", []))
-                health = evaluate(body["configuration"]["dapr"]["appHealth"]["enabled"])
+                revision = app_revision(root, service, image, exists, running)
             except (Unknown, KeyError, TypeError) as error:
                 problems.append(f"{case}: cannot evaluate: {error}")
                 continue
-            want_image = image or running or placeholder
-            if got_image != want_image:
-                problems.append(f"{case}: runs {got_image!r}, expected {want_image!r}")
-            if bool(probes) != real or health is not real:
-                problems.append(f"{case}: probes {'on' if probes else 'off'}, appHealth {health!r}; "
-                                f"expected {'on' if real else 'off'}")
+            want_image = image or (running if running != "PLACEHOLDER" else None)
+            if want_image and revision["image"] != want_image or not want_image and not revision["placeholder"]:
+                problems.append(f"{case}: runs {revision['image']!r}, expected {want_image or 'the placeholder'!r}")
+            probes, dapr = revision["probes"], revision["dapr"]
+            health = dapr is not None and dapr["app_health"] is not None
+            if bool(probes) != real or health != real or (dapr is not None) != real:
+                problems.append(f"{case}: Dapr {'on' if dapr else 'off'}, probes {'on' if probes else 'off'}, "
+                                f"appHealth {'on' if health else 'off'}; expected all {'on' if real else 'off'}")
             if real and sorted(p.get("type") for p in probes) != ["Liveness", "Readiness"]:
                 problems.append(f"{case}: probes {probes!r}")
+    return problems
+
+
+def check_no_sidecar_waits_in_vain(root):
+    """Issue 16: a Dapr sidecar waits until something listens on its appPort and is
+    unhealthy until then, so in every case an app has a sidecar, that sidecar's appPort is
+    the port its image listens on (the placeholder's 80, or the app's own port), and the
+    app health check and the probes ask only the app's own image."""
+    problems = []
+    for service in app_modules(root):
+        for image, exists, running, _ in SCENARIOS:
+            case = f"{service} (image {image!r}, exists {exists}, running {running!r})"
+            try:
+                revision = app_revision(root, service, image, exists, running)
+            except (Unknown, KeyError, TypeError) as error:
+                problems.append(f"{case}: cannot evaluate: {error}")
+                continue
+            what = "the placeholder" if revision["placeholder"] else "the app"
+            dapr = revision["dapr"]
+            if dapr is not None and dapr["app_port"] != revision["listens_on"]:
+                problems.append(f"{case}: the sidecar waits on port {dapr['app_port']}, where nothing listens "
+                                f"({what} listens on {revision['listens_on']})")
+            if revision["placeholder"] and (revision["probes"] or dapr is not None and dapr["app_health"]):
+                problems.append(f"{case}: probes or an app health check ask the placeholder for /healthz")
+            for probe in revision["probes"]:
+                if probe.get("httpGet", {}).get("port") != revision["listens_on"]:
+                    problems.append(f"{case}: a {probe.get('type')} probe asks port {probe.get('httpGet', {}).get('port')}")
     return problems
 
 
@@ -224,7 +239,7 @@ def check_components_first(root):
 
 
 CHECKS = [check_files, check_parameter_files, check_variables, check_parameters, check_same_values, check_outputs,
-          check_one_app, check_health_follows_image, check_components_first]
+          check_one_app, check_health_follows_image, check_no_sidecar_waits_in_vain, check_components_first]
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
@@ -269,9 +284,21 @@ def tree(tmp_path):
         (check_one_app, "infra/app/batch.bicep", "'azd-service-name': 'batch'", "'azd-service-name': 'cron'",
          "azd-service-name tag is 'cron'"),
         (check_health_follows_image, "infra/app/batch.bicep", "probes: runsAppImage ? probes : []",
-         "probes: exists ? probes : []", "running 'mcr.microsoft.com"),
-        (check_health_follows_image, "infra/app/order-processor.bicep", "enabled: runsAppImage", "enabled: exists",
-         "appHealth True; expected off"),
+         "probes: exists ? probes : []", "running 'PLACEHOLDER'): Dapr off, probes on"),
+        (check_health_follows_image, "infra/app/order-processor.bicep", "enabled: runsAppImage\n          path",
+         "enabled: false\n          path", "Dapr on, probes on, appHealth off; expected all on"),
+        (check_health_follows_image, "infra/app/batch.bicep", "enabled: runsAppImage\n        appId",
+         "enabled: true\n        appId", "Dapr on, probes off, appHealth off; expected all off"),
+        (check_no_sidecar_waits_in_vain, "infra/app/batch.bicep", "enabled: runsAppImage\n        appId",
+         "enabled: true\n        appId", "the sidecar waits on port 6002, where nothing listens (the placeholder listens on 80)"),
+        (check_no_sidecar_waits_in_vain, "infra/app/order-processor.bicep", "enabled: runsAppImage\n        appId",
+         "enabled: exists\n        appId", "running 'PLACEHOLDER'): the sidecar waits on port 6001"),
+        (check_no_sidecar_waits_in_vain, "infra/app/order-processor.bicep", "        appPort: port\n",
+         "        appPort: 6011\n", "running None): the sidecar waits on port 6011, where nothing listens (the app"),
+        (check_no_sidecar_waits_in_vain, "infra/app/batch.bicep", "probes: runsAppImage ? probes : []",
+         "probes: probes", "probes or an app health check ask the placeholder"),
+        (check_no_sidecar_waits_in_vain, "infra/app/batch.bicep", "probes: runsAppImage ? probes : []",
+         "probes: probes", "running None): a Liveness probe asks port 6002"),
         (check_health_follows_image, "infra/app/order-processor.bicep", "if (exists && empty(image))",
          "if (exists && empty(name))", "read while its condition is false"),
         (check_components_first, "infra/main.bicep", "    exists: batchExists\n  }\n  dependsOn: [daprComponents]\n",
