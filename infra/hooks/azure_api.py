@@ -35,6 +35,8 @@ ARM_SCOPE = "https://management.azure.com//.default"
 # Microsoft.App's API version for every call, the one infra/ deploys the apps and the job with.
 APP_API_VERSION = "2026-01-01"
 
+# Methods that always send a body (JSON, `{}` when there is nothing to say).
+BODY_METHODS = ("POST", "PUT", "PATCH")
 # Answers worth another try: throttling, timeouts and server-side errors.
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # A token is renewed when it expires within this many seconds.
@@ -342,11 +344,12 @@ class Azure:
             "User-Agent": "dapr-rust-aca-azd-hooks",
         }
         data: Optional[bytes] = None
-        if body is not None:
-            data = json.dumps(body).encode("utf-8")
+        if body is not None or method in BODY_METHODS:
+            # ARM takes JSON only: a body always goes as application/json, and an action
+            # without parameters (.../start, .../getAuthToken) sends an empty object, never
+            # an empty body, which urllib would label a form and providers refuse (415).
+            data = json.dumps({} if body is None else body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        elif method in ("POST", "PUT", "PATCH"):
-            data = b""
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:

@@ -14,11 +14,13 @@ if str(HOOKS) not in sys.path:
 
 @pytest.fixture
 def fake():
-    """A fake Azure on 127.0.0.1; after the test, every request it got had a route."""
+    """A fake Azure on 127.0.0.1; after the test, every request it got had a route and
+    a body ARM would take."""
     server = FakeAzure().start()
     yield server
     server.stop()
     assert not server.unrouted, f"requests the fake had no route for: {server.unrouted}"
+    assert not server.refused, f"requests the fake refused for their media type or body: {server.refused}"
 
 
 @pytest.fixture

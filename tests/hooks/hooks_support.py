@@ -48,6 +48,32 @@ def arm_error(status: int, code: str, message: str) -> Reply:
     return Reply(status, {"error": {"code": code, "message": message}})
 
 
+# Methods whose requests carry a body on Azure Resource Manager (an action's parameters, a
+# resource): ARM takes JSON only, and some providers refuse anything else, an empty POST
+# without a Content-Type too (Azure/azure-cli#10143, #28494; Azure/azure-rest-api-specs#9286).
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def media_type_refusal(method: str, headers: Mapping[str, str], body: bytes) -> Optional[Reply]:
+    """ARM's answer to a request whose body is not JSON, as providers give it: 415 with
+    UnsupportedMediaType when the Content-Type is not application/json (or missing), 400
+    with InvalidRequestContent when the body does not parse. None when it is acceptable."""
+    if method not in BODY_METHODS and not body:
+        return None
+    content_type = next((value for name, value in headers.items() if name.lower() == "content-type"), None)
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        return arm_error(415, "UnsupportedMediaType",
+                         f"The content media type '{content_type or '<null>'}' is not supported. "
+                         "Only 'application/json' is supported.")
+    try:
+        json.loads(body.decode("utf-8"))
+    except ValueError:
+        return arm_error(400, "InvalidRequestContent",
+                         "The request content was invalid and could not be deserialized: not a JSON document.")
+    return None
+
+
 class Seen:
     """A request the fake received."""
 
@@ -76,6 +102,8 @@ class FakeAzure:
         self.routes: Dict[Tuple[str, str], Tuple[Script, str]] = {}
         self.requests: List[Seen] = []
         self.unrouted: List[Seen] = []
+        # Requests refused for their media type or body, before any route saw them.
+        self.refused: List[Seen] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
@@ -120,8 +148,13 @@ class FakeAzure:
             reply = arm_error(404, "ResourceNotFound", f"the fake has no route for {seen.method} {seen.path}")
         else:
             script, token = route
+            refusal = media_type_refusal(seen.method, seen.headers, seen.body)
             if not seen.headers.get("Authorization", "").startswith(f"Bearer {token}"):
                 reply = arm_error(401, "InvalidAuthenticationToken", "wrong or missing bearer token")
+            elif refusal is not None:
+                with self._lock:
+                    self.refused.append(seen)
+                reply = refusal
             else:
                 reply = script(count) if callable(script) else script[min(count, len(script) - 1)]
         if reply.drop:
