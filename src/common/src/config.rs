@@ -5,8 +5,24 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
+use std::time::Duration;
 
 use secrecy::SecretString;
+
+/// The variable both services read for how long order-processor gives one binding call.
+pub const BINDING_TIMEOUT_VAR: &str = "BINDING_TIMEOUT_SECS";
+/// Its default, in seconds: more than daprd's resiliency policy lets the call take in all
+/// (components/resiliency.yaml: 3 tries of at most 5 s and the back-off between them, which
+/// a test checks), less than batch waits for order-processor's answer
+/// (`INVOKE_TIMEOUT_SECS`, which batch checks at start-up). Timeouts nest so that nobody
+/// gives up on a call that someone it called is still working on.
+pub const DEFAULT_BINDING_TIMEOUT_SECS: u64 = 25;
+
+/// How long order-processor gives one binding call (`BINDING_TIMEOUT_SECS`).
+pub fn binding_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
+    vars.number_in(BINDING_TIMEOUT_VAR, DEFAULT_BINDING_TIMEOUT_SECS, 1..=300)
+        .map(Duration::from_secs)
+}
 
 /// A configuration value that is missing or malformed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

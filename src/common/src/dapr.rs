@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -173,13 +172,11 @@ impl AppApiToken {
             return next.run(request).await;
         }
         tracing::warn!(path = %request.uri().path(), "request without the sidecar's API token refused");
-        let body = serde_json::json!({
-            "error": {
-                "code": "unauthorized",
-                "message": "this route takes calls from the Dapr sidecar only (dapr-api-token)",
-            }
-        });
-        (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+        crate::wire::ErrorBody::new(
+            "unauthorized",
+            "this route takes calls from the Dapr sidecar only (dapr-api-token)",
+        )
+        .into_response(StatusCode::UNAUTHORIZED)
     }
 }
 

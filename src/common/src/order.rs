@@ -8,7 +8,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::ser::{Error as _, SerializeStruct};
+use serde::ser::Error as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -17,6 +17,8 @@ use serde_json::value::RawValue;
 pub const MAX_CUSTOMER_CHARS: usize = 200;
 /// Decimal places a price may have (`NUMERIC(12, 2)` in the database).
 pub const PRICE_SCALE: u32 = 2;
+/// The most problems listed for one order; the rest are counted in one more.
+pub const MAX_PROBLEMS_PER_ORDER: usize = 10;
 /// The fields an order has, in the order they are written.
 pub const FIELDS: [&str; 3] = ["orderid", "customer", "price"];
 
@@ -79,15 +81,16 @@ impl Order {
     }
 }
 
-/// Prices are written as JSON numbers with their exact decimal digits, never through a float.
+/// Written as [`crate::wire::write_json`] writes it: prices as JSON numbers with their
+/// exact decimal digits, never through a float.
 impl Serialize for Order {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let price = RawValue::from_string(self.price.to_string()).map_err(S::Error::custom)?;
-        let mut order = serializer.serialize_struct("Order", 3)?;
-        order.serialize_field("orderid", &self.orderid)?;
-        order.serialize_field("customer", &self.customer)?;
-        order.serialize_field("price", &price)?;
-        order.end()
+        let mut json = Vec::with_capacity(64 + self.customer.len());
+        crate::wire::write_json(&mut json, self);
+        let json = String::from_utf8(json).map_err(S::Error::custom)?;
+        RawValue::from_string(json)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
     }
 }
 
@@ -189,10 +192,18 @@ pub fn parse_order(index: usize, raw: &RawValue) -> Result<Order, Vec<OrderError
             customer,
             price,
         }),
-        (orderid, _, _) => Err(problems
-            .into_iter()
-            .map(|(field, reason)| OrderError::new(index, orderid, field, reason))
-            .collect()),
+        (orderid, _, _) => {
+            // An order of thousands of unknown fields is one bad order, not thousands.
+            let more = problems.len().saturating_sub(MAX_PROBLEMS_PER_ORDER);
+            problems.truncate(MAX_PROBLEMS_PER_ORDER);
+            if more > 0 {
+                problems.push((String::new(), format!("has {more} more problems")));
+            }
+            Err(problems
+                .into_iter()
+                .map(|(field, reason)| OrderError::new(index, orderid, field, reason))
+                .collect())
+        }
     }
 }
 
@@ -300,6 +311,11 @@ fn check_customer(customer: &str) -> Option<String> {
 fn read_price(raw: &RawValue) -> Result<Decimal, String> {
     match serde_json::from_str::<Value>(raw.get()) {
         Ok(Value::Number(_)) => parse_price(raw.get()),
+        // Money in a string is a plain decimal: an exponent there is more likely a mistake.
+        Ok(Value::String(text)) if text.contains(['e', 'E']) => Err(format!(
+            "given as a string must be a plain decimal (digits with an optional '-' and '.', \
+             no exponent), not {text:?}"
+        )),
         Ok(Value::String(text)) => parse_price(&text),
         _ => Err(format!("must be a decimal number, not {}", json_kind(raw))),
     }
@@ -433,14 +449,18 @@ mod tests {
                 found[0].1
             );
         }
-        for text in [" 5", "5 ", "0x10", "1e"] {
+        for text in [" 5", "5 ", "0x10"] {
             let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
             assert!(
                 reasons(&json)[0].1.starts_with("must be a decimal number"),
                 "{text:?}"
             );
         }
-        for text in ["5", "0.10", "-0", "1e2", "1E+2", "9999999999.99"] {
+        for text in ["1e2", "1E+2", "15e-1", "1e"] {
+            let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
+            assert!(reasons(&json)[0].1.contains("plain decimal"), "{text:?}");
+        }
+        for text in ["5", "0.10", "-0", "9999999999.99"] {
             let json = format!(r#"{{"orderid":1,"customer":"A","price":{text:?}}}"#);
             assert!(parse(&json).is_ok(), "{text:?} was refused");
         }
@@ -490,6 +510,18 @@ mod tests {
                 .iter()
                 .any(|(f, r)| f == "note" && r.starts_with("is not a known field"))
         );
+    }
+
+    #[test]
+    fn an_order_with_thousands_of_unknown_fields_lists_ten_problems_and_counts_the_rest() {
+        let junk: Vec<String> = (0..5000).map(|i| format!(r#""f{i}":0"#)).collect();
+        let json = format!(
+            r#"{{"orderid":1,"customer":"A","price":1,{}}}"#,
+            junk.join(",")
+        );
+        let found = reasons(&json);
+        assert_eq!(found.len(), MAX_PROBLEMS_PER_ORDER + 1);
+        assert_eq!(found[MAX_PROBLEMS_PER_ORDER].1, "has 4990 more problems");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::fmt;
 
 use common::order::{Order, parse_orders};
-use rust_decimal::Decimal;
+use common::wire::FastOrder;
 use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -114,46 +114,6 @@ impl<'de> Deserialize<'de> for FastOrderValue {
     }
 }
 
-struct FastOrder;
-
-impl<'de> Visitor<'de> for FastOrder {
-    type Value = Order;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an order")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Order, A::Error> {
-        let declined = || A::Error::custom("declined: not an order in batch's form");
-        let (mut orderid, mut customer, mut price) = (None, None, None);
-        // Borrowed keys: a key written with escapes fails here, and the general path reads it.
-        while let Some(key) = map.next_key::<&'de str>()? {
-            match key {
-                "orderid" if orderid.is_none() => orderid = Some(map.next_value::<i64>()?),
-                "customer" if customer.is_none() => customer = Some(map.next_value::<String>()?),
-                "price" if price.is_none() => {
-                    let raw = map.next_value::<&'de RawValue>()?;
-                    price = Some(plain_price(raw.get()).ok_or_else(declined)?);
-                }
-                _ => return Err(declined()),
-            }
-        }
-        let (Some(orderid), Some(customer), Some(price)) = (orderid, customer, price) else {
-            return Err(declined());
-        };
-        Order::new(0, orderid, customer, price).map_err(|_| declined())
-    }
-}
-
-/// A price written as a JSON number without an exponent, read exactly as the general path
-/// reads it; `None` for any other form (a string, an exponent), which that path reads.
-fn plain_price(text: &str) -> Option<Decimal> {
-    let number = text.starts_with(|c: char| c == '-' || c.is_ascii_digit());
-    (number && !text.contains(['e', 'E']))
-        .then(|| Decimal::from_str_exact(text).ok())
-        .flatten()
-}
-
 /// Whether two orders share an id. Batch sends ids in ascending order, which shows there
 /// are none without hashing.
 fn has_repeated_id(orders: &[Order]) -> bool {
@@ -168,6 +128,7 @@ fn has_repeated_id(orders: &[Order]) -> bool {
 mod tests {
     use super::*;
     use common::order::OrderError;
+    use rust_decimal::Decimal;
 
     /// What a reader of the answer sees: the status, the code, the message, the details.
     type Refusal = (u16, &'static str, String, Option<Vec<OrderError>>);
@@ -306,89 +267,5 @@ mod tests {
         let prices: Vec<String> = orders.iter().map(|o| o.price().to_string()).collect();
         assert_eq!(prices, ["9999999999.99", "0.10", "0"]);
         assert_eq!(Ok(orders), seen(general(body.as_bytes(), 10)));
-    }
-
-    /// CPU time of this thread so far: `/proc/thread-self/schedstat` on Linux, else the
-    /// wall clock (run the measurement on an idle machine then).
-    fn thread_cpu() -> std::time::Duration {
-        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        std::fs::read_to_string("/proc/thread-self/schedstat")
-            .ok()
-            .and_then(|stat| stat.split_whitespace().next()?.parse().ok())
-            .map(std::time::Duration::from_nanos)
-            .unwrap_or_else(|| START.get_or_init(std::time::Instant::now).elapsed())
-    }
-
-    /// Orders like the benchmark's: ascending ids, names with apostrophes and non-ASCII
-    /// letters, prices up to 9,999.99; the same every time.
-    fn benchmark_like_body(count: usize) -> String {
-        const FIRST: [&str; 8] = [
-            "John", "Jane", "Zoë", "José", "Łukasz", "Anaïs", "Mei", "Olga",
-        ];
-        const LAST: [&str; 8] = [
-            "Smith",
-            "O'Brien",
-            "Müller",
-            "García",
-            "Nguyễn",
-            "Chen",
-            "Dubois",
-            "van der Berg",
-        ];
-        let mut state: u64 = 42;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            state >> 33
-        };
-        let orders: Vec<Order> = (0..count)
-            .map(|index| {
-                let name = format!(
-                    "{} {}",
-                    FIRST[next() as usize % 8],
-                    LAST[next() as usize % 8]
-                );
-                let price = Decimal::new((next() % 1_000_000) as i64, 2);
-                Order::new(index, 1_000 + 2 * index as i64, name, price).unwrap()
-            })
-            .collect();
-        serde_json::to_string(&orders).unwrap()
-    }
-
-    #[test]
-    #[ignore = "a measurement: cargo test --release -p order-processor --lib cpu_per -- --ignored --nocapture"]
-    fn cpu_per_1000_orders_of_reading_checking_and_writing_the_params() {
-        use crate::binding::Params;
-        const CHUNK: usize = 2000;
-        const CHUNKS: usize = 250;
-        let body = benchmark_like_body(CHUNK);
-        // Before: the general path, the orders serialised, then escaped into the params.
-        let before = || {
-            let orders = general(body.as_bytes(), CHUNK).unwrap();
-            let json = serde_json::to_string(&orders).unwrap();
-            Params::from_json(&json).as_str().len()
-        };
-        // Now: the fast path, the params written once from the orders.
-        let now = || {
-            let orders = parse(body.as_bytes(), CHUNK).unwrap();
-            Params::from_orders(&orders).as_str().len()
-        };
-        assert_eq!(before(), now());
-        let per_1000 = |path: &dyn Fn() -> usize| {
-            let start = thread_cpu();
-            let bytes: usize = (0..CHUNKS).map(|_| path()).sum();
-            assert!(bytes > 0);
-            (thread_cpu() - start).as_secs_f64() * 1e3 / (CHUNKS * CHUNK / 1000) as f64
-        };
-        let (mut old, mut new): (Vec<f64>, Vec<f64>) =
-            (0..7).map(|_| (per_1000(&before), per_1000(&now))).unzip();
-        old.sort_by(f64::total_cmp);
-        new.sort_by(f64::total_cmp);
-        eprintln!(
-            "CPU ms per 1,000 orders (chunks of {CHUNK}, median of 7, min-max): \
-             before {:.3} ({:.3}-{:.3}), now {:.3} ({:.3}-{:.3})",
-            old[3], old[0], old[6], new[3], new[0], new[6]
-        );
     }
 }

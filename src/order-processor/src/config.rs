@@ -72,6 +72,9 @@ pub struct Config {
     pub binding_name: String,
     /// Most orders one request may carry (`MAX_ORDERS_PER_REQUEST`, default 5000).
     pub max_orders_per_request: usize,
+    /// How long one binding call may take (`BINDING_TIMEOUT_SECS`, see
+    /// [`common::config::DEFAULT_BINDING_TIMEOUT_SECS`]).
+    pub binding_timeout: Duration,
 }
 
 /// The PostgreSQL binding's name (components/sqldb.yaml).
@@ -123,6 +126,7 @@ impl Config {
                 .optional("SQLDB_BINDING")?
                 .unwrap_or_else(|| DEFAULT_SQLDB_BINDING.to_owned()),
             max_orders_per_request: vars.number_in("MAX_ORDERS_PER_REQUEST", 5000, 1..=10_000)?,
+            binding_timeout: common::config::binding_timeout(vars)?,
         })
     }
 }

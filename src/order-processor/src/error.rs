@@ -2,11 +2,10 @@
 //! shape, `{"error":{"code","message"}}`, plus `details` for invalid orders. Server-side
 //! failures are logged with their cause and answered without it.
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::order::OrderError;
-use serde::Serialize;
+use common::wire::ErrorBody;
 use tonic::Code;
 
 use crate::binding::BindingError;
@@ -59,9 +58,40 @@ pub enum ApiError {
     /// The order does not exist.
     #[error("order {0} does not exist")]
     NotFound(i64),
+    /// The database refused the statement for a reason that does not pass by itself
+    /// (SQLSTATE class 22 data, 23 integrity, 42 syntax or access: a missing table or
+    /// privilege); the same request would fail again until someone fixes the cause.
+    #[error(
+        "the database refused the statement (SQLSTATE {sqlstate}: {}); order-processor's log has the database's message",
+        sqlstate_class(.sqlstate)
+    )]
+    DatabaseRefused {
+        /// What the database answered.
+        sqlstate: String,
+        /// The binding's error, logged.
+        #[source]
+        source: BindingError,
+    },
     /// The database or the binding could not be used; the request may be retried.
     #[error("storage is unavailable")]
     Unavailable(#[source] anyhow::Error),
+}
+
+/// The SQLSTATE classes whose errors do not pass by themselves: the statement's data,
+/// an integrity rule, or its syntax or access rights. Connection (08), resources (53),
+/// operator intervention (57), rollbacks such as deadlocks (40) and every other class
+/// are taken as passing, and the request may be retried.
+const PERMANENT_CLASSES: [(&str, &str); 3] = [
+    ("22", "data exception"),
+    ("23", "integrity constraint violation"),
+    ("42", "syntax error or access rule violation"),
+];
+
+fn sqlstate_class(sqlstate: &str) -> &'static str {
+    PERMANENT_CLASSES
+        .iter()
+        .find(|(class, _)| sqlstate.starts_with(class))
+        .map_or("a permanent error", |(_, name)| name)
 }
 
 fn invalid_message(errors: &[OrderError]) -> String {
@@ -70,19 +100,6 @@ fn invalid_message(errors: &[OrderError]) -> String {
         1 => "1 order is invalid; nothing was stored".to_owned(),
         n => format!("{n} orders are invalid; nothing was stored"),
     }
-}
-
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
-}
-
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'static str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    details: Option<&'a [OrderError]>,
 }
 
 impl ApiError {
@@ -97,22 +114,37 @@ impl ApiError {
             Self::InvalidOrders(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_orders"),
             Self::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Self::DatabaseRefused { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "database_refused"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
     }
 }
 
-/// How a failed binding call is answered: by what the sidecar said (its gRPC status code).
-/// daprd 1.16 answers a wrong or missing `dapr-api-token` with `UNAUTHENTICATED`, a message
-/// over its size limit (`--max-body-size`, 4 MiB by default) with `RESOURCE_EXHAUSTED`, and
-/// every failure of the binding itself with `INTERNAL`: the database refused the statement,
-/// or the sidecar has no such binding (it failed to load, or is not scoped to this app).
-/// `PERMISSION_DENIED` is not what daprd 1.16 says here, but a refusal all the same.
+/// How a failed binding call is answered: by what the sidecar said (its gRPC status code)
+/// and, for the statement itself, by the database's SQLSTATE. daprd 1.16 answers a wrong
+/// or missing `dapr-api-token` with `UNAUTHENTICATED`, a message over its size limit
+/// (`--max-body-size`, 4 MiB by default) with `RESOURCE_EXHAUSTED`, and every failure of
+/// the binding itself with `INTERNAL`: the database refused the statement (its message
+/// ends with the SQLSTATE), or the binding could not reach it, or the sidecar has no such
+/// binding (it failed to load, or is not scoped to this app). `PERMISSION_DENIED` is not
+/// what daprd 1.16 says here, but a refusal all the same.
 impl From<BindingError> for ApiError {
     fn from(error: BindingError) -> Self {
-        match error.code() {
-            Some(Code::ResourceExhausted) => Self::TooLargeForBinding(error),
-            Some(Code::Unauthenticated | Code::PermissionDenied) => Self::BindingForbidden(error),
+        match (error.code(), error.sqlstate()) {
+            (Some(Code::ResourceExhausted), _) => Self::TooLargeForBinding(error),
+            (Some(Code::Unauthenticated | Code::PermissionDenied), _) => {
+                Self::BindingForbidden(error)
+            }
+            (_, Some(sqlstate))
+                if PERMANENT_CLASSES
+                    .iter()
+                    .any(|(class, _)| sqlstate.starts_with(class)) =>
+            {
+                Self::DatabaseRefused {
+                    sqlstate: sqlstate.to_owned(),
+                    source: error,
+                }
+            }
             _ => Self::Unavailable(error.into()),
         }
     }
@@ -128,23 +160,21 @@ impl IntoResponse for ApiError {
             Self::BindingForbidden(cause) => {
                 tracing::error!(error = %cause, "the sidecar refused the binding call: DAPR_API_TOKEN must be the sidecar's token, and the binding component scoped to this app");
             }
+            Self::DatabaseRefused { source, .. } => {
+                tracing::error!(error = %source, "the database refused the statement; it is not retried");
+            }
             Self::TooLargeForBinding(cause) => {
                 tracing::warn!(error = %cause, "the sidecar refused the binding call as too large");
             }
             _ => {}
         }
         let details = match &self {
-            Self::InvalidOrders(errors) => Some(errors.as_slice()),
+            Self::InvalidOrders(errors) => Some(errors.clone()),
             _ => None,
         };
-        let body = Body {
-            error: Detail {
-                code,
-                message: self.to_string(),
-                details,
-            },
-        };
-        (status, Json(body)).into_response()
+        let mut body = ErrorBody::new(code, self.to_string());
+        body.error.details = details;
+        body.into_response(status)
     }
 }
 
@@ -198,6 +228,28 @@ mod tests {
             bad.status_and_code(),
             (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
         );
+    }
+
+    #[test]
+    fn a_refusal_of_the_database_is_permanent_by_its_sqlstate_class_and_the_rest_passes() {
+        let failed = |sqlstate: &str| {
+            let message = format!("error executing query: ERROR: no (SQLSTATE {sqlstate})");
+            ApiError::from(BindingError::Call(tonic::Status::internal(message)))
+        };
+        for sqlstate in ["42P01", "42501", "23514", "22003"] {
+            let error = failed(sqlstate);
+            assert_eq!(error.status_and_code().1, "database_refused", "{sqlstate}");
+            assert!(error.to_string().contains(sqlstate), "{error}");
+        }
+        for sqlstate in [
+            "08006", "53300", "57P01", "57014", "40P01", "55P03", "XX000",
+        ] {
+            assert_eq!(
+                failed(sqlstate).status_and_code().1,
+                "unavailable",
+                "{sqlstate}"
+            );
+        }
     }
 
     /// Keeps the level and the fields of every event.

@@ -73,7 +73,7 @@ impl App {
             config.dapr_grpc_port,
             config.binding_name.clone(),
             config.dapr_api_token.clone(),
-            Duration::from_secs(30),
+            config.binding_timeout,
         )
         .context("cannot build the gRPC client for the Dapr sidecar")?;
         let schema_ready = Arc::new(AtomicBool::new(false));

@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::binding::{OrderWriter, Params, orders_json};
+use crate::binding::{OrderWriter, Params};
 use crate::{ApiError, AppState, MAX_BODY_BYTES, body, db};
 
 /// The most orders `GET /orders` returns at once.
@@ -74,7 +74,7 @@ async fn create_orders<W: OrderWriter>(
     let traceparent = common::trace_context::traceparent(&span);
     let inserted = state
         .writer
-        .insert_params(Params::from_orders(&orders), traceparent.as_deref())
+        .insert(Params::from_orders(&orders), traceparent.as_deref())
         .instrument(span.clone())
         .await?;
     span.record("rows", inserted);
@@ -83,7 +83,8 @@ async fn create_orders<W: OrderWriter>(
     let conflicts = if inserted == received {
         Vec::new()
     } else {
-        db::conflicting_ids(&state.pool, &orders_json(&orders))
+        let json = String::from_utf8(common::wire::orders_json(&orders)).unwrap_or_default();
+        db::conflicting_ids(&state.pool, &json)
             .instrument(tracing::info_span!("read conflicts", orders = received))
             .await
             .map_err(|error| ApiError::Unavailable(error.into()))?

@@ -97,7 +97,9 @@ async fn after_the_bootstrap_the_app_migrates_writes_and_reads_and_can_do_nothin
         let pool = app_pool(&server).await;
         db::migrate(&pool, Duration::ZERO).await.unwrap();
         let inserted = sqlx::query(INSERT_SQL)
-            .bind(r#"[{"orderid":1,"customer":"Ada","price":"12.50"}]"#)
+            .bind("{1}")
+            .bind(r#"{"Ada"}"#)
+            .bind("{12.50}")
             .execute(&pool)
             .await
             .unwrap();

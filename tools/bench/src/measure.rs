@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use common::order::Order;
 use futures_util::{StreamExt, TryStreamExt};
-use order_processor::binding::{DaprBinding, INSERT_SQL, OrderWriter};
+use order_processor::binding::{DaprBinding, INSERT_SQL, OrderWriter, Params};
 use rust_decimal::Decimal;
 use secrecy::SecretString;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -395,12 +395,17 @@ impl Bench {
         in_flight: usize,
     ) -> anyhow::Result<(f64, CpuSample)> {
         let bodies = orders::chunk_bodies(orders, chunk_size)?;
+        let payloads: Vec<Payload> = orders
+            .chunks(chunk_size.max(1))
+            .zip(bodies)
+            .map(|(chunk, body)| Payload::new(chunk, body))
+            .collect::<anyhow::Result<_>>()?;
         self.truncate().await?;
         let sender = LayerSender::new(self, layer, in_flight).await?;
         let watched = self.watched()?;
         let before = self.cpu_snapshot(&watched)?;
         let started = Instant::now();
-        futures_util::stream::iter(bodies.iter().map(|body| sender.send(body)))
+        futures_util::stream::iter(payloads.iter().map(|payload| sender.send(payload)))
             .buffer_unordered(in_flight.max(1))
             .try_collect::<Vec<()>>()
             .await?;
@@ -664,7 +669,27 @@ impl RssSampler {
     }
 }
 
-/// Sends chunk bodies through one layer.
+/// One chunk in each form a layer takes: the request body, the binding's params, and the
+/// statement's three parameters as sqlx binds them. Made before the clock starts.
+struct Payload {
+    body: String,
+    params: Params,
+    values: [String; 3],
+}
+
+impl Payload {
+    fn new(orders: &[Order], body: String) -> anyhow::Result<Self> {
+        let params = Params::from_orders(orders);
+        let values = serde_json::from_str(params.as_str())?;
+        Ok(Self {
+            body,
+            params,
+            values,
+        })
+    }
+}
+
+/// Sends chunks through one layer.
 enum LayerSender<'a> {
     Sql(PgPool),
     Binding(DaprBinding),
@@ -684,7 +709,14 @@ impl<'a> LayerSender<'a> {
                     .connect(&bench.stack.db.app_url())
                     .await?;
                 // Connected before the clock starts, as order-processor's pool would be.
-                sqlx::query(INSERT_SQL).bind("[]").execute(&pool).await?;
+                let empty = Payload::new(&[], "[]".to_owned())?;
+                let [ids, customers, prices] = &empty.values;
+                sqlx::query(INSERT_SQL)
+                    .bind(ids)
+                    .bind(customers)
+                    .bind(prices)
+                    .execute(&pool)
+                    .await?;
                 Self::Sql(pool)
             }
             Layer::Binding => {
@@ -694,7 +726,7 @@ impl<'a> LayerSender<'a> {
                     Some(SecretString::from(bench.stack.dapr_token.clone())),
                     Duration::from_secs(30),
                 )?;
-                binding.insert("[]", None).await?;
+                binding.insert(Params::from_orders(&[]), None).await?;
                 Self::Binding(binding)
             }
             Layer::App => Self::Http {
@@ -710,13 +742,20 @@ impl<'a> LayerSender<'a> {
         })
     }
 
-    async fn send(&self, body: &str) -> anyhow::Result<()> {
+    async fn send(&self, payload: &Payload) -> anyhow::Result<()> {
+        let body = payload.body.as_str();
         match self {
             Self::Sql(pool) => {
-                sqlx::query(INSERT_SQL).bind(body).execute(pool).await?;
+                let [ids, customers, prices] = &payload.values;
+                sqlx::query(INSERT_SQL)
+                    .bind(ids)
+                    .bind(customers)
+                    .bind(prices)
+                    .execute(pool)
+                    .await?;
             }
             Self::Binding(binding) => {
-                binding.insert(body, None).await?;
+                binding.insert(payload.params.clone(), None).await?;
             }
             Self::Http { client, url, token } => {
                 let response = client

@@ -14,19 +14,28 @@ use sqlx::PgPool;
 use testkit::pg::TestDb;
 
 /// Runs the binding's statement directly, as daprd would: `params` decoded as a JSON array
-/// of one string, which becomes the statement's parameter.
+/// of strings, which become the statement's parameters; a database error is reported as
+/// daprd's PostgreSQL driver words it, ending with `(SQLSTATE …)`.
 #[derive(Clone)]
 pub struct SqlWriter(PgPool);
 
 impl OrderWriter for SqlWriter {
-    async fn insert_params(&self, params: Params, _: Option<&str>) -> Result<u64, BindingError> {
-        let [orders_json]: [String; 1] = serde_json::from_str(params.as_str())
-            .map_err(|e| BindingError::Call(tonic::Status::internal(e.to_string())))?;
-        let result = sqlx::query(INSERT_SQL)
-            .bind(orders_json)
-            .execute(&self.0)
-            .await
-            .map_err(|e| BindingError::Call(tonic::Status::internal(e.to_string())))?;
+    async fn insert(&self, params: Params, _: Option<&str>) -> Result<u64, BindingError> {
+        let failed = |message: String| BindingError::Call(tonic::Status::internal(message));
+        let values: Vec<String> =
+            serde_json::from_str(params.as_str()).map_err(|e| failed(e.to_string()))?;
+        let mut query = sqlx::query(INSERT_SQL);
+        for value in values {
+            query = query.bind(value);
+        }
+        let result = query.execute(&self.0).await.map_err(|e| match &e {
+            sqlx::Error::Database(db) => failed(format!(
+                "ERROR: {} (SQLSTATE {})",
+                db.message(),
+                db.code().unwrap_or_default()
+            )),
+            _ => failed(e.to_string()),
+        })?;
         Ok(result.rows_affected())
     }
 }
@@ -40,7 +49,7 @@ pub struct FailingWriter(pub tonic::Code);
 pub const SECRET_CAUSE: &str = "dial tcp 10.1.2.3:5432: password authentication failed for hunter2";
 
 impl OrderWriter for FailingWriter {
-    async fn insert_params(&self, _: Params, _: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert(&self, _: Params, _: Option<&str>) -> Result<u64, BindingError> {
         Err(BindingError::Call(tonic::Status::new(self.0, SECRET_CAUSE)))
     }
 }
