@@ -20,8 +20,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+# In the test venv as a dependency of check-jsonschema (tools/requirements.txt).
+import jsonschema
+
 ROOT = Path(__file__).resolve().parents[2]
 HOOKS = ROOT / "infra" / "hooks"
+# Answers and request schemas from the Azure REST API specifications (README.md there).
+ARM_EXAMPLES = Path(__file__).resolve().parent / "arm-examples"
 API_VERSION = "2026-01-01"
 ARM_SCOPE = "https://management.azure.com//.default"
 ARM_TOKEN_PREFIX = "fake-arm-token-"
@@ -92,6 +97,33 @@ class Seen:
 
 
 Script = Union[List[Reply], Callable[[int], Reply]]
+# A route's own check of a request: a refusal (ARM's answer), or None to go on.
+Check = Callable[["Seen"], Optional[Reply]]
+
+
+def arm_example(name: str) -> Any:
+    """A file of ARM_EXAMPLES, parsed."""
+    return json.loads((ARM_EXAMPLES / name).read_text(encoding="utf-8"))
+
+
+def job_execution_template_problems(body: Any, job: Mapping[str, Any]) -> List[str]:
+    """What is wrong with a Jobs_Start body for `job` (a job as ARM returns it): anything
+    the JobExecutionTemplate schema does not allow, and containers that are not the job's
+    (by name, in order)."""
+    validator = jsonschema.Draft7Validator(arm_example("JobExecutionTemplate.schema.json"))
+    problems = [f"{'/'.join(map(str, error.absolute_path)) or 'body'}: {error.message}"
+                for error in validator.iter_errors(body)]
+    if problems or not isinstance(body, dict):
+        return problems
+    template = (job.get("properties") or {}).get("template") or {}
+    for kind in ("containers", "initContainers"):
+        sent = [c.get("name") for c in body.get(kind) or []]
+        known = [c.get("name") for c in template.get(kind) or []]
+        if kind in body and sent != known:
+            problems.append(f"{kind}: names {sent}, but the job's are {known}")
+    if not body.get("containers"):
+        problems.append("containers: none, so the execution would run the job's own image")
+    return problems
 
 
 class FakeAzure:
@@ -99,7 +131,7 @@ class FakeAzure:
     last reply repeats), a function gets the route's request count (0 first)."""
 
     def __init__(self) -> None:
-        self.routes: Dict[Tuple[str, str], Tuple[Script, str]] = {}
+        self.routes: Dict[Tuple[str, str], Tuple[Script, str, Optional[Check]]] = {}
         self.requests: List[Seen] = []
         self.unrouted: List[Seen] = []
         # Requests refused for their media type or body, before any route saw them.
@@ -123,10 +155,11 @@ class FakeAzure:
         self._server.shutdown()
         self._server.server_close()
 
-    def on(self, method: str, path: str, script: Script, token: str = ARM_TOKEN_PREFIX) -> None:
+    def on(self, method: str, path: str, script: Script, token: str = ARM_TOKEN_PREFIX, check: Optional[Check] = None) -> None:
         """Answers METHOD PATH by the script; requests must carry a bearer token that
-        starts with `token`, else they get a 401."""
-        self.routes[(method, path)] = (script, token)
+        starts with `token`, else they get a 401, and pass `check`, else they get its
+        refusal (and count as refused)."""
+        self.routes[(method, path)] = (script, token, check)
 
     def seen(self, method: Optional[str] = None, path: Optional[str] = None) -> List[Seen]:
         with self._lock:
@@ -147,8 +180,10 @@ class FakeAzure:
         if route is None:
             reply = arm_error(404, "ResourceNotFound", f"the fake has no route for {seen.method} {seen.path}")
         else:
-            script, token = route
+            script, token, check = route
             refusal = media_type_refusal(seen.method, seen.headers, seen.body)
+            if refusal is None and check is not None:
+                refusal = check(seen)
             if not seen.headers.get("Authorization", "").startswith(f"Bearer {token}"):
                 reply = arm_error(401, "InvalidAuthenticationToken", "wrong or missing bearer token")
             elif refusal is not None:
