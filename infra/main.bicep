@@ -74,6 +74,16 @@ param orderProcessorExists bool = false
 @description('PostgreSQL major version.')
 param postgresVersion string = '17'
 
+@description('E-mail address for alert notifications (azd env variable ALERT_EMAIL); empty: none, the alerts still fire and show in the portal.')
+param alertEmail string = ''
+
+// One period for the cron binding and the alert that no run completes (six periods, at
+// least 15 minutes). components/cron.yaml has the same schedule for local runs.
+@minValue(1)
+@maxValue(28800)
+@description('How often the Dapr cron binding triggers batch, in seconds.')
+param cronPeriodSeconds int = 10
+
 var abbrs = loadJsonContent('abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = { 'azd-env-name': environmentName }
@@ -168,6 +178,7 @@ module daprComponents 'modules/dapr-components.bicep' = {
     databaseName: databaseName
     dataIdentityName: identities.outputs.dataName
     dataIdentityClientId: identities.outputs.dataClientId
+    cronPeriodSeconds: cronPeriodSeconds
   }
 }
 
@@ -205,6 +216,22 @@ module orderProcessor 'app/order-processor.bicep' = {
     exists: orderProcessorExists
   }
   dependsOn: [daprComponents]
+}
+
+// Alerts on the apps' logs and on PostgreSQL, all to one action group (docs/operations.md).
+module alerts 'modules/alerts.bicep' = {
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertEmail: alertEmail
+    workspaceName: monitoring.outputs.workspaceName
+    postgresServerName: postgres.outputs.name
+    batchAppName: batchName
+    orderProcessorAppName: orderProcessorName
+    cronPeriodSeconds: cronPeriodSeconds
+  }
 }
 
 // Before each deploy of order-processor, its postpublish hook (infra/hooks/bootstrap.py)

@@ -9,6 +9,9 @@ param postgresHost string
 param databaseName string
 param dataIdentityName string
 param dataIdentityClientId string
+@minValue(1)
+@description('How often the cron binding triggers batch, in seconds (components/cron.yaml: the same locally).')
+param cronPeriodSeconds int
 
 resource environment 'Microsoft.App/managedEnvironments@2026-01-01' existing = {
   name: environmentName
@@ -22,7 +25,7 @@ resource cron 'Microsoft.App/managedEnvironments/daprComponents@2026-01-01' = {
     componentType: 'bindings.cron'
     version: 'v1'
     metadata: [
-      { name: 'schedule', value: '@every 10s' }
+      { name: 'schedule', value: '@every ${cronPeriodSeconds}s' }
       { name: 'direction', value: 'input' }
     ]
     scopes: [batchAppId]

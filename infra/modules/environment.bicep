@@ -23,11 +23,15 @@ resource environment 'Microsoft.App/managedEnvironments@2025-10-02-preview' = {
   location: location
   tags: tags
   properties: {
+    // Console lines land whole in ContainerAppConsoleLogs_CL's Log_s, which the alerts and
+    // the workbook parse (alerts.bicep). With dynamicJsonColumns a JSON line would be split
+    // into Log_<key>_s columns and Log_s left empty (microsoft/azure-container-apps#754).
     appLogsConfiguration: {
       destination: 'log-analytics'
       logAnalyticsConfiguration: {
         customerId: workspace.properties.customerId
         sharedKey: workspace.listKeys().primarySharedKey
+        dynamicJsonColumns: false
       }
     }
     appInsightsConfiguration: {

@@ -107,13 +107,17 @@ class Unknown(Exception):
     """An expression the evaluator does not know (then the test says which)."""
 
 
+INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 class BicepEval:
     """Evaluates the few Bicep expressions an app module computes its image, probes and
-    health check with, as pycep parses them. pycep turns a reference and a string literal
-    into the same string: a string is a reference when it names a parameter, variable or
-    `existing` resource of the file, else a literal. `existing` maps the symbol of an
-    existing resource to its (fake) body; one whose condition is false cannot be read,
-    as in ARM."""
+    health check with, and the alerts their windows with, as pycep parses them. pycep turns
+    a reference and a string literal into the same string: a string is a reference when it
+    names a parameter, variable or `existing` resource of the file, else a literal, in
+    which `${name}` is interpolated. `existing` maps the symbol of an existing resource to
+    its (fake) body; one whose condition is false cannot be read, as in ARM. pycep has no
+    operator precedence, so the Bicep it reads puts parentheses around mixed arithmetic."""
 
     def __init__(self, doc, params, existing):
         self.doc, self.params, self.existing = doc, params, existing
@@ -127,7 +131,7 @@ class BicepEval:
                 return self.value(self.variables[node]["value"])
             if node in self.doc.get("resources", {}):
                 return self.resource(node)
-            return node
+            return INTERPOLATION.sub(lambda m: str(self.value(m[1])), node)
         if isinstance(node, list):
             return [self.value(item) for item in node]
         if isinstance(node, dict) and "operator" in node:
@@ -137,6 +141,8 @@ class BicepEval:
             args = [self.value(a) for a in function.get("parameters", {}).values()]
             if function["type"] == "empty" and len(args) == 1:
                 return len(args[0]) == 0
+            if function["type"] in ("max", "min") and args:
+                return (max if function["type"] == "max" else min)(args)
             raise Unknown(f"function {function['type']}()")
         if isinstance(node, dict):
             return {key: self.value(v) for key, v in node.items()}
@@ -162,6 +168,13 @@ class BicepEval:
             return bool(self.value(operands["operand_1"])) and bool(self.value(operands["operand_2"]))
         if kind == "or":
             return bool(self.value(operands["operand_1"])) or bool(self.value(operands["operand_2"]))
+        arithmetic = {"add": lambda a, b: a + b, "multiply": lambda a, b: a * b,
+                      "divide": lambda a, b: a // b, "modulo": lambda a, b: a % b}
+        if kind in arithmetic:
+            first, second = self.value(operands["operand_1"]), self.value(operands["operand_2"])
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (first, second)):
+                raise Unknown(f"{kind} of {first!r} and {second!r}")
+            return arithmetic[kind](first, second)
         if kind in ("property_accessor", "index_accessor"):
             return self.access(self.value(operands["operand_1"]), {"operator": {"type": kind, "operands": operands}}, top=True)
         raise Unknown(f"operator {kind}")

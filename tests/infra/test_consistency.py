@@ -7,7 +7,7 @@ import shutil
 import pytest
 import yaml
 
-from infra_support import ROOT, parse_bicep
+from infra_support import INTERPOLATION, ROOT, parse_bicep
 
 CONTRACT = yaml.safe_load((ROOT / "tests/infra/contract.yaml").read_text())["must_agree"]
 
@@ -27,8 +27,24 @@ class Infra:
         module = parse_bicep(root / "infra/modules/dapr-components.bicep")
         variables = {name: spec["value"] for name, spec in main.get("variables", {}).items()}
         module_params = main["modules"]["daprComponents"]["config"]["params"]
+        defaults = {name: spec["default"] for name, spec in main["parameters"].items() if "default" in spec}
         # dapr-components.bicep parameter -> main.bicep variable -> literal
         self.resolve = lambda name: variables.get(module_params.get(name, name), name)
+
+        def interpolate(value):
+            """A metadata value with `${parameter}` of dapr-components.bicep, as main.bicep
+            deploys it: the parameter is what main.bicep passes, a variable or a parameter
+            left at its default."""
+            def one(match):
+                given = module_params.get(match[1])
+                if not isinstance(given, str):
+                    return match[0]
+                if given in variables:
+                    return str(variables[given])
+                if given in defaults:
+                    return str(defaults[given])
+                return match[0]
+            return INTERPOLATION.sub(one, value) if isinstance(value, str) else value
         self.variables = variables
         self.main = main
         self.components = {}
@@ -43,7 +59,7 @@ class Infra:
                     "version": props["version"],
                     "scopes": [self.resolve(s) for s in props.get("scopes", [])],
                     "ignoreErrors": props.get("ignoreErrors", False),
-                    "metadata": {m["name"]: m.get("value") for m in props.get("metadata", [])},
+                    "metadata": {m["name"]: interpolate(m.get("value")) for m in props.get("metadata", [])},
                     "symbol": symbol,
                 }
         for resource in resources.values():
@@ -179,6 +195,10 @@ def tree(tmp_path):
     "file, old, new, complaint",
     [
         ("components/cron.yaml", "@every 10s", "@every 20s", "component cron: metadata schedule"),
+        ("infra/main.bicep", "param cronPeriodSeconds int = 10", "param cronPeriodSeconds int = 20",
+         "component cron: metadata schedule '@every 10s' locally, '@every 20s' in infra/"),
+        ("infra/main.bicep", "    cronPeriodSeconds: cronPeriodSeconds\n  }\n}\n", "    cronPeriodSeconds: 20\n  }\n}\n",
+         "'@every ${cronPeriodSeconds}s' in infra/"),
         ("infra/modules/dapr-components.bicep", "scopes: [orderProcessorAppId]", "scopes: [batchAppId]", "component sqldb: scopes"),
         ("infra/modules/dapr-components.bicep", "'bindings.postgresql'", "'bindings.postgres'", "component sqldb: type"),
         ("infra/modules/dapr-components.bicep", "ignoreErrors: true", "ignoreErrors: false", "component sqldb: ignoreErrors"),

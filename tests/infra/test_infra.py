@@ -148,6 +148,14 @@ def test_checkov_passes_with_our_policies():
         ("modules/registry.bicep", "adminUserEnabled: false", "adminUserEnabled: true", "CKV_DRA_5"),
         ("modules/dapr-components.bicep", "scopes: [batchAppId]", "scopes: []", "CKV_DRA_6"),
         ("app/batch.bicep", "minReplicas: 1\n        maxReplicas: 1\n", "minReplicas: 1\n        maxReplicas: 2\n", "CKV_DRA_7"),
+        ("modules/alerts.bicep", "    enabled: true\n    scopes: [workspace.id]", "    enabled: false\n    scopes: [workspace.id]",
+         "CKV_DRA_9"),
+        ("modules/alerts.bicep", "    enabled: true\n    scopes: [postgres.id]", "    enabled: alertEmail != ''\n    scopes: [postgres.id]",
+         "CKV_DRA_9"),
+        ("modules/alerts.bicep", "      actionGroups: [actionGroup.id]", "      actionGroups: []", "CKV_DRA_9"),
+        ("modules/alerts.bicep", "        actionGroupId: actionGroup.id", "        actionGroupId: actionGroupName", "CKV_DRA_9"),
+        ("modules/alerts.bicep", "    groupShortName: 'orders'\n    enabled: true", "    groupShortName: 'orders'\n    enabled: false",
+         "CKV_DRA_10"),
     ],
 )
 def test_checkov_fails_a_broken_copy(infra_copy, file, old, new, policy):

@@ -3,18 +3,24 @@
 Checkov's built-in Bicep checks do not cover PostgreSQL Flexible Server, Dapr components
 or Container Apps, so these say what this template promises: PostgreSQL reachable only
 privately, with Microsoft Entra ID only and TLS; a registry without its admin user; every
-Dapr component scoped; batch at exactly one replica; no public ingress. Values are read as
-pycep parses them: a literal is its value, a reference is the referenced name (so it never
-passes as 'Disabled').
+Dapr component scoped; batch at exactly one replica; no public ingress; every alert rule
+enabled and sent to an action group, which is enabled. Values are read as pycep parses
+them: a literal is its value, a reference is the referenced name (so it never passes as
+'Disabled'), and a resource declared in a `for` loop is its body (`config`).
 """
 
 from checkov.bicep.checks.resource.base_resource_check import BaseResourceCheck
 from checkov.common.models.enums import CheckCategories, CheckResult
 
 
+def body(conf):
+    """The resource body: of a `[for ...]` resource, the body of its loop."""
+    return conf["config"] if "loop_type" in conf and isinstance(conf.get("config"), dict) else conf
+
+
 def lookup(conf, path):
     """The value at a dotted path of a resource body, or None."""
-    value = conf
+    value = body(conf)
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
             return None
@@ -159,6 +165,58 @@ class ContainerAppNoExternalIngress(BaseResourceCheck):
         return CheckResult.FAILED
 
 
+def is_resource_id(value):
+    """Whether a pycep value is `<symbol>.id`: the id of a resource this template declares
+    (a literal string, a parameter or an empty list is not)."""
+    operator = value.get("operator", {}) if isinstance(value, dict) else {}
+    operands = operator.get("operands", {})
+    return (operator.get("type") == "property_accessor" and operands.get("operand_2") == "id"
+            and isinstance(operands.get("operand_1"), str))
+
+
+class AlertEnabledAndNotified(BaseResourceCheck):
+    """An alert rule that is off, or that notifies no action group, says nothing: every log
+    and metric alert is enabled (the literal true) and names at least one action group
+    declared in the template, and nothing else."""
+
+    def __init__(self):
+        super().__init__(
+            name="Every alert rule is enabled and sends to an action group of the template",
+            id="CKV_DRA_9",
+            categories=[CheckCategories.LOGGING],
+            supported_resources=["Microsoft.Insights/scheduledQueryRules", "Microsoft.Insights/metricAlerts"],
+        )
+
+    def scan_resource_conf(self, conf):
+        if lookup(conf, "properties.enabled") is not True:
+            return CheckResult.FAILED
+        actions = lookup(conf, "properties.actions")
+        if isinstance(actions, dict):  # scheduledQueryRules: { actionGroups: [ids] }
+            groups = actions.get("actionGroups")
+        elif isinstance(actions, list):  # metricAlerts: [{ actionGroupId: id }]
+            groups = [a.get("actionGroupId") if isinstance(a, dict) else None for a in actions]
+        else:
+            groups = None
+        if isinstance(groups, list) and groups and all(is_resource_id(g) for g in groups):
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
+class ActionGroupEnabled(BaseResourceCheck):
+    def __init__(self):
+        super().__init__(
+            name="Action groups are enabled (a disabled one notifies no one)",
+            id="CKV_DRA_10",
+            categories=[CheckCategories.LOGGING],
+            supported_resources=["Microsoft.Insights/actionGroups"],
+        )
+
+    def scan_resource_conf(self, conf):
+        if lookup(conf, "properties.enabled") is True:
+            return CheckResult.PASSED
+        return CheckResult.FAILED
+
+
 postgres_entra_only = PostgresEntraOnly()
 postgres_private_only = PostgresPrivateOnly()
 postgres_no_firewall_rules = PostgresNoFirewallRules()
@@ -167,3 +225,5 @@ registry_without_admin = RegistryWithoutAdminUser()
 dapr_component_scoped = DaprComponentScoped()
 batch_single_replica = BatchSingleReplica()
 container_app_no_external_ingress = ContainerAppNoExternalIngress()
+alert_enabled_and_notified = AlertEnabledAndNotified()
+action_group_enabled = ActionGroupEnabled()
