@@ -234,6 +234,19 @@ module alerts 'modules/alerts.bicep' = {
   }
 }
 
+// The operations dashboard (docs/operations.md#the-dashboard); the postdeploy hook prints its URL.
+module workbook 'modules/workbook.bicep' = {
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    environmentName: environmentName
+    workspaceName: monitoring.outputs.workspaceName
+    batchAppName: batchName
+    orderProcessorAppName: orderProcessorName
+  }
+}
+
 // Before each deploy of order-processor, its postpublish hook (infra/hooks/bootstrap.py)
 // points this job at the image just pushed and runs it.
 module bootstrap 'modules/bootstrap-job.bicep' = {
@@ -272,3 +285,4 @@ output SERVICE_ORDER_PROCESSOR_NAME string = orderProcessorName
 output BOOTSTRAP_JOB_NAME string = bootstrap.outputs.name
 output POSTGRES_SERVER_NAME string = postgres.outputs.name
 output POSTGRES_DATABASE string = databaseName
+output AZURE_WORKBOOK_URL string = workbook.outputs.url

@@ -143,6 +143,12 @@ class BicepEval:
                 return len(args[0]) == 0
             if function["type"] in ("max", "min") and args:
                 return (max if function["type"] == "max" else min)(args)
+            if function["type"] in ("to_lower", "to_upper") and len(args) == 1 and isinstance(args[0], str):
+                return args[0].lower() if function["type"] == "to_lower" else args[0].upper()
+            if function["type"] == "replace" and len(args) == 3 and all(isinstance(a, str) for a in args):
+                return args[0].replace(args[1], args[2])
+            if function["type"] == "string" and len(args) == 1:
+                return args[0] if isinstance(args[0], str) else json.dumps(args[0], separators=(",", ":"))
             raise Unknown(f"function {function['type']}()")
         if isinstance(node, dict):
             return {key: self.value(v) for key, v in node.items()}

@@ -60,11 +60,11 @@ def test_the_extraction_finds_a_service_a_message_and_fields_for_every_log_alert
     assert uses["order-processor-server-errors"]["fields"] == ["error", "level", "message"]
 
 
-def messages_not_logged(root):
-    """Messages an alert matches that its service's code does not log (as a Rust string
-    literal in src/<service>/)."""
+def messages_not_logged(root, kind="alerts"):
+    """Messages an alert (or a workbook query: kind "workbook") matches that its service's
+    code does not log (as a Rust string literal in src/<service>/)."""
     problems = []
-    for name, use in log_queries.log_uses(root)["alerts"].items():
+    for name, use in log_queries.log_uses(root)[kind].items():
         code = "".join(p.read_text() for p in sorted((root / "src" / use["service"]).rglob("*.rs")))
         for message in use["messages"]:
             if f'"{message}"' not in code:
