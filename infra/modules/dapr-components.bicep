@@ -68,10 +68,10 @@ resource sqldbResiliency 'Microsoft.App/managedEnvironments/daprComponents/resil
   properties: {
     outboundPolicy: {
       timeoutPolicy: {
-        responseTimeoutInSeconds: 10
+        responseTimeoutInSeconds: 5
       }
       httpRetryPolicy: {
-        maxRetries: 3
+        maxRetries: 2
         retryBackOff: {
           initialDelayInMilliseconds: 500
           maxIntervalInMilliseconds: 2000

@@ -204,9 +204,9 @@ def tree(tmp_path):
         ("infra/modules/dapr-components.bicep", "ignoreErrors: true", "ignoreErrors: false", "component sqldb: ignoreErrors"),
         ("components/sqldb.yaml", "  ignoreErrors: true\n", "", "component sqldb: ignoreErrors"),
         ("components/sqldb.yaml", "  version: v1", "  version: v2", "component sqldb: version"),
-        ("components/resiliency.yaml", "maxRetries: 3", "maxRetries: 5", "maxRetries"),
+        ("components/resiliency.yaml", "maxRetries: 2", "maxRetries: 5", "maxRetries"),
         ("components/resiliency.yaml", "consecutiveFailures >= 5", "consecutiveFailures > 5", "consecutiveFailures"),
-        ("infra/modules/dapr-components.bicep", "responseTimeoutInSeconds: 10", "responseTimeoutInSeconds: 30", "timeout"),
+        ("infra/modules/dapr-components.bicep", "responseTimeoutInSeconds: 5", "responseTimeoutInSeconds: 30", "timeout"),
         ("infra/main.bicep", "var batchAppId = 'batch'", "var batchAppId = 'batcher'", "app id batch"),
         ("infra/app/order-processor.bicep", "appId: 'order-processor'", "appId: 'orders'", "app id order-processor: infra/app"),
         ("infra/app/batch.bicep", "appId: 'batch'", "appId: 'batcher'", "app id batch: infra/app"),
@@ -227,3 +227,24 @@ def test_connection_metadata_may_differ():
     infra, local = Infra(ROOT), Local(ROOT)
     assert "useAzureAD" in infra.components["sqldb"]["metadata"]
     assert "useAzureAD" not in local.components["sqldb"]["metadata"]
+
+
+def test_timeouts_nest_from_the_sidecars_policy_to_batch(root=ROOT):
+    """daprd's whole retry policy for the binding ends before order-processor gives up on
+    the call (BINDING_TIMEOUT_SECS), which ends before batch gives up on order-processor
+    (INVOKE_TIMEOUT_SECS, checked at batch's start-up): nobody sends again what is still
+    being written."""
+    policy = local_resiliency(Local(root), "sqldb")
+    tries = policy["maxRetries"] + 1
+    # Each back-off is at most maxInterval (Dapr caps the randomised exponential delay).
+    worst = tries * policy["timeout"] + policy["maxRetries"] * policy["maxInterval"] / 1000
+    common = (root / "src/common/src/config.rs").read_text()
+    binding = int(re.search(r"DEFAULT_BINDING_TIMEOUT_SECS: u64 = (\d+);", common)[1])
+    batch = (root / "src/batch/src/config.rs").read_text()
+    margin = int(re.search(r"INVOKE_MARGIN_SECS: u64 = (\d+);", batch)[1])
+    assert worst < binding, f"the sidecar may retry for {worst} s, order-processor waits {binding} s"
+    assert binding + margin <= 30, "batch's default INVOKE_TIMEOUT_SECS (30) must nest too"
+    for app in ("infra/app/batch.bicep", "infra/app/order-processor.bicep", "infra/main.bicep"):
+        text = (root / app).read_text()
+        for name in ("BINDING_TIMEOUT_SECS", "INVOKE_TIMEOUT_SECS"):
+            assert name not in text, f"{app} sets {name}: check that the timeouts still nest"

@@ -1,20 +1,40 @@
-//! batch's settings, read once from environment variables at start-up. Besides those
-//! the README lists, `CHUNK_BYTES` (default 3 MiB, from the size of the largest valid
-//! order up to 4 MiB) bounds the bytes of one chunk, as its request body and as escaped
-//! into the PostgreSQL binding's `params` (see [`crate::budget`]); a chunk closes at
-//! `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first.
+//! batch's settings, read once from environment variables at start-up; a setting that
+//! cannot work stops it with a message naming the variable. Besides those docs/local.md
+//! lists, `CHUNK_BYTES` (default 3 MiB, from what the largest valid order takes up to
+//! daprd's 4 MiB) bounds a chunk as its request body and as the binding's `params`; a
+//! chunk closes at `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first.
+//! Which orders are stored never depends on these: they only change how fast.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{ConfigError, Vars};
+use common::config::{BINDING_TIMEOUT_VAR, ConfigError, Vars, binding_timeout};
+use common::wire::largest_order;
 use secrecy::SecretString;
 
-use crate::budget::{DAPR_BODY_LIMIT, DEFAULT_CHUNK_BYTES, largest_order};
-use crate::read::ReadLimits;
-use crate::runner::Settings;
 use crate::source::OrdersSource;
+use crate::survey::ReadLimits;
+
+/// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
+/// gRPC API), which order-processor applies to its own requests too.
+pub const DAPR_BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// The default `CHUNK_BYTES`: 1 MiB under daprd's limit, for the binding's SQL statement,
+/// its other metadata and the framing around `params`.
+pub const DEFAULT_CHUNK_BYTES: usize = 3 * 1024 * 1024;
+
+/// Largest `CHUNK_SIZE`: order-processor's default `MAX_ORDERS_PER_REQUEST`.
+pub const MAX_CHUNK_SIZE: usize = 5000;
+
+/// How much longer than order-processor's binding call batch waits for an answer: for
+/// reading the request, the conflict query and the way back through both sidecars.
+pub const INVOKE_MARGIN_SECS: u64 = 5;
+
+/// The cron binding's name (components/cron.yaml), which is also its route.
+pub const DEFAULT_CRON_BINDING: &str = "cron";
+/// The Dapr app id of order-processor.
+pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
 
 /// Everything batch can be configured with.
 #[derive(Debug, Clone)]
@@ -25,14 +45,6 @@ pub struct Config {
     pub port: u16,
     /// The orders file (`ORDERS_FILE`); the bundled `orders.json` when unset.
     pub source: OrdersSource,
-    /// Orders per request to order-processor (`CHUNK_SIZE`, default 2000, chosen by the
-    /// benchmark's sweep).
-    pub chunk_size: usize,
-    /// Bytes per request to order-processor, and per chunk escaped into the binding's
-    /// `params` (`CHUNK_BYTES`, default 3 MiB).
-    pub chunk_bytes: usize,
-    /// Requests on their way at once (`CHUNKS_IN_FLIGHT`, default 4).
-    pub chunks_in_flight: usize,
     /// The sidecar's HTTP port (`DAPR_HTTP_PORT`, default 3500).
     pub dapr_http_port: u16,
     /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
@@ -43,22 +55,32 @@ pub struct Config {
     pub target_app_id: String,
     /// Name of the cron input binding, which is also its route (`CRON_BINDING`, default `cron`).
     pub cron_binding: String,
-    /// How long one call to order-processor may take (`INVOKE_TIMEOUT_SECS`, default 15).
+    /// How long one call to order-processor may take (`INVOKE_TIMEOUT_SECS`, default 30:
+    /// at least [`INVOKE_MARGIN_SECS`] more than `BINDING_TIMEOUT_SECS`).
     pub invoke_timeout: Duration,
-    /// Retries of a failed call before the chunk waits for the next run (`INVOKE_MAX_RETRIES`, default 4).
-    pub invoke_max_retries: usize,
-    /// First back-off delay (`INVOKE_RETRY_DELAY_MS`, default 250); it doubles up to 4 s.
-    pub invoke_retry_delay: Duration,
+    /// How a run cuts and sends.
+    pub settings: Settings,
 }
 
-/// The cron binding's name (components/cron.yaml), which is also its route.
-pub const DEFAULT_CRON_BINDING: &str = "cron";
-/// The Dapr app id of order-processor.
-pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
-
-/// Largest `CHUNK_SIZE`: order-processor's default `MAX_ORDERS_PER_REQUEST`. (Bytes are
-/// bounded by `CHUNK_BYTES`.)
-pub const MAX_CHUNK_SIZE: usize = 5000;
+/// How a runner cuts and sends chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// Most orders per chunk (`CHUNK_SIZE`, default 2000, chosen by the benchmark's sweep).
+    pub chunk_size: usize,
+    /// Most bytes per chunk, as the body and as the binding's params (`CHUNK_BYTES`).
+    pub chunk_bytes: usize,
+    /// Chunks on their way at once (`CHUNKS_IN_FLIGHT`, default 4).
+    pub in_flight: usize,
+    /// Retries of a call that may pass (`INVOKE_MAX_RETRIES`, default 4).
+    pub max_retries: usize,
+    /// The first back-off delay (`INVOKE_RETRY_DELAY_MS`, default 250); it doubles up to 4 s.
+    pub retry_delay: Duration,
+    /// How long a run may take before it leaves the rest for the next one
+    /// (`RUN_DEADLINE_SECS`, default 600).
+    pub deadline: Duration,
+    /// How the file is read.
+    pub read: ReadLimits,
+}
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -90,25 +112,29 @@ impl Config {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
             source,
-            chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
-            chunk_bytes: chunk_bytes(vars)?,
-            chunks_in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
             target_app_id: route_name("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
             cron_binding: route_name("CRON_BINDING", DEFAULT_CRON_BINDING)?,
-            invoke_timeout: Duration::from_secs(vars.number_in(
-                "INVOKE_TIMEOUT_SECS",
-                15,
-                1..=300,
-            )?),
-            invoke_max_retries: vars.number_in("INVOKE_MAX_RETRIES", 4, 0..=20)?,
-            invoke_retry_delay: Duration::from_millis(vars.number_in(
-                "INVOKE_RETRY_DELAY_MS",
-                250,
-                1..=60_000,
-            )?),
+            invoke_timeout: invoke_timeout(vars)?,
+            settings: Settings {
+                chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
+                chunk_bytes: chunk_bytes(vars)?,
+                in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
+                max_retries: vars.number_in("INVOKE_MAX_RETRIES", 4, 0..=20)?,
+                retry_delay: Duration::from_millis(vars.number_in(
+                    "INVOKE_RETRY_DELAY_MS",
+                    250,
+                    1..=60_000,
+                )?),
+                deadline: Duration::from_secs(vars.number_in(
+                    "RUN_DEADLINE_SECS",
+                    600,
+                    1..=86_400,
+                )?),
+                read: ReadLimits::default(),
+            },
         })
     }
 }
@@ -123,24 +149,30 @@ fn chunk_bytes(vars: &Vars) -> Result<usize, ConfigError> {
             "CHUNK_BYTES",
             format!(
                 "must be at least {smallest}, the bytes the largest valid order takes in a \
-                 chunk (escaped into the binding's params), got {bytes}"
+                 chunk (as the body and as the binding's params), got {bytes}"
             ),
         ));
     }
     Ok(bytes)
 }
 
-impl From<&Config> for Settings {
-    fn from(config: &Config) -> Self {
-        Self {
-            chunk_size: config.chunk_size,
-            chunk_bytes: config.chunk_bytes,
-            in_flight: config.chunks_in_flight,
-            max_retries: config.invoke_max_retries,
-            retry_delay: config.invoke_retry_delay,
-            read: ReadLimits::default(),
-        }
+/// `INVOKE_TIMEOUT_SECS`: batch must wait longer than order-processor gives its binding
+/// call, or it would send a chunk again while the first attempt is still being written.
+fn invoke_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
+    let binding = binding_timeout(vars)?.as_secs();
+    let least = binding + INVOKE_MARGIN_SECS;
+    let secs = vars.number_in("INVOKE_TIMEOUT_SECS", least.max(30), 1..=600)?;
+    if secs < least {
+        return Err(ConfigError::new(
+            "INVOKE_TIMEOUT_SECS",
+            format!(
+                "must be at least {least} s ({BINDING_TIMEOUT_VAR}, {binding} s, and \
+                 {INVOKE_MARGIN_SECS} s more), got {secs}: batch would send a chunk again while \
+                 order-processor is still writing it"
+            ),
+        ));
     }
+    Ok(Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -151,11 +183,23 @@ mod tests {
     fn defaults_need_no_variables() {
         let config = Config::from_vars(&Vars::from_pairs([])).unwrap();
         assert_eq!(config.source, OrdersSource::Bundled);
-        assert_eq!(config.cron_binding, "cron");
-        assert_eq!(config.target_app_id, "order-processor");
-        assert_eq!(config.chunk_size, 2000);
-        assert_eq!(config.chunk_bytes, 3 * 1024 * 1024);
-        assert_eq!(config.chunks_in_flight, 4);
+        assert_eq!(
+            (config.cron_binding.as_str(), config.target_app_id.as_str()),
+            ("cron", "order-processor")
+        );
+        let settings = config.settings;
+        assert_eq!(
+            (
+                settings.chunk_size,
+                settings.chunk_bytes,
+                settings.in_flight
+            ),
+            (2000, 3 << 20, 4)
+        );
+        assert_eq!(
+            (config.invoke_timeout.as_secs(), settings.deadline.as_secs()),
+            (30, 600)
+        );
     }
 
     #[test]
@@ -166,41 +210,58 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.var, "CHUNK_BYTES");
         assert!(
-            error.reason.starts_with(&format!(
-                "must be at least {smallest}, the bytes the largest valid order takes"
-            )),
+            error
+                .reason
+                .starts_with(&format!("must be at least {smallest}")),
             "{error}"
         );
         let just_enough = smallest.to_string();
         let config =
             Config::from_vars(&Vars::from_pairs([("CHUNK_BYTES", just_enough.as_str())])).unwrap();
-        assert_eq!(config.chunk_bytes, smallest);
-        let error = Config::from_vars(&Vars::from_pairs([("CHUNK_BYTES", "4194305")])).unwrap_err();
+        assert_eq!(config.settings.chunk_bytes, smallest);
+    }
+
+    #[test]
+    fn timeouts_that_do_not_nest_are_refused_naming_both_variables() {
+        let config =
+            |pairs: &[(&str, &str)]| Config::from_vars(&Vars::from_pairs(pairs.iter().copied()));
+        let error = config(&[("INVOKE_TIMEOUT_SECS", "15")]).unwrap_err();
+        assert_eq!(error.var, "INVOKE_TIMEOUT_SECS");
+        assert!(
+            error.reason.contains("BINDING_TIMEOUT_SECS, 25 s"),
+            "{error}"
+        );
+        let error = config(&[
+            ("BINDING_TIMEOUT_SECS", "40"),
+            ("INVOKE_TIMEOUT_SECS", "44"),
+        ])
+        .unwrap_err();
+        assert!(error.reason.contains("at least 45 s"), "{error}");
+        let raised = config(&[("BINDING_TIMEOUT_SECS", "40")]).unwrap();
         assert_eq!(
-            error.reason,
-            "must be a whole number from 1 to 4194304, got 4194305"
+            raised.invoke_timeout.as_secs(),
+            45,
+            "the default follows a longer binding call"
+        );
+        let short = config(&[("BINDING_TIMEOUT_SECS", "2")]).unwrap();
+        assert_eq!(
+            short.invoke_timeout.as_secs(),
+            30,
+            "the default stays when it nests"
         );
     }
 
     #[test]
-    fn orders_file_is_taken_from_the_environment() {
+    fn orders_file_and_names_are_taken_from_the_environment() {
         let config =
             Config::from_vars(&Vars::from_pairs([("ORDERS_FILE", "/data/o.json")])).unwrap();
         assert_eq!(config.source, OrdersSource::File("/data/o.json".into()));
-    }
-
-    #[test]
-    fn chunk_size_beyond_the_limit_is_refused() {
+        let error = Config::from_vars(&Vars::from_pairs([("CRON_BINDING", "a/b")])).unwrap_err();
+        assert_eq!(error.var, "CRON_BINDING");
         let error = Config::from_vars(&Vars::from_pairs([("CHUNK_SIZE", "5001")])).unwrap_err();
         assert_eq!(
             error.to_string(),
             "environment variable CHUNK_SIZE must be a whole number from 1 to 5000, got 5001"
         );
-    }
-
-    #[test]
-    fn a_binding_name_that_is_not_a_route_is_refused() {
-        let error = Config::from_vars(&Vars::from_pairs([("CRON_BINDING", "a/b")])).unwrap_err();
-        assert_eq!(error.var, "CRON_BINDING");
     }
 }

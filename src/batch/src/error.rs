@@ -5,9 +5,9 @@
 use std::io;
 use std::path::PathBuf;
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use common::wire::ErrorBody;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +41,8 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The file changed while it was being read.
-    #[error("{0} changed while it was being read")]
+    /// The file changed between the two passes of a run (written to in place).
+    #[error("{0} changed while it was being read; the next run reads it again")]
     Changed(PathBuf),
     /// The run was cancelled while the file was being read.
     #[error("reading stopped: the run was cancelled")]
@@ -62,7 +62,6 @@ impl IntoResponse for Error {
             Self::RunAborted => (StatusCode::INTERNAL_SERVER_ERROR, "run_aborted"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        ErrorBody::new(code, self.to_string()).into_response(status)
     }
 }

@@ -1,28 +1,24 @@
 //! batch sends the orders of a data file to order-processor: a Dapr cron input binding
 //! calls `POST /cron` (the component's name) on every tick, `POST /runs` does the same on
-//! demand, and each run validates the file, sends its valid chunks through Dapr service
-//! invocation and logs one summary line. [`runner`] runs one run at a time and keeps what
-//! runs remember; [`source`] fingerprints the file and [`read`] reads it (`parse` block
-//! by block, `decode` order by order) into chunks (`chunks`, sized by [`budget`]); the
-//! `pipeline` sends them through [`submit`], whose answers [`outcome`] decides on; the
-//! [`ledger`] counts what became of each chunk and makes the summary, and `problems` logs
-//! what is wrong. The settings, `CHUNK_BYTES` (the byte budget of a chunk) among them,
-//! are in [`Config`].
+//! demand, and each run stores every valid order of the file whatever else is in it. One
+//! way through, each stage a module that uses only those before it: the file is opened
+//! ([`source`]) and parsed block by block ([`parse`]), every order judged ([`survey`]),
+//! the orders to send cut into chunks ([`cut`]), sent ([`send`]) and their answers decided
+//! on ([`outcome`]); what became of them is kept for the next run ([`progress`]) and
+//! summed up in one line per run ([`summary`]); [`runner`] runs that way one run at a
+//! time. The settings are in [`Config`].
 
-pub mod budget;
-mod chunks;
-mod config;
-mod decode;
+pub mod config;
+pub mod cut;
 mod error;
-pub mod ledger;
 pub mod outcome;
 pub mod parse;
-mod pipeline;
-mod problems;
-pub mod read;
+pub mod progress;
 pub mod runner;
+pub mod send;
 pub mod source;
-pub mod submit;
+pub mod summary;
+pub mod survey;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -33,11 +29,11 @@ use axum::{Json, Router};
 use common::dapr::{AppApiToken, Sidecar};
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, MAX_CHUNK_SIZE};
+pub use config::{Config, MAX_CHUNK_SIZE, Settings};
 pub use error::Error;
-use ledger::Summary;
-use runner::{Runner, Settings};
-use submit::{DaprSink, OrderSink};
+use runner::Runner;
+use send::{DaprSink, OrderSink};
+use summary::Summary;
 
 /// What the request handlers share.
 pub struct AppState<S> {
@@ -74,7 +70,7 @@ impl App {
             config.invoke_timeout,
         )?;
         let sink = DaprSink::new(sidecar.clone(), config.target_app_id.clone());
-        let runner = Runner::new(sink, config.source.clone(), Settings::from(config));
+        let runner = Runner::new(sink, config.source.clone(), config.settings);
         let state = AppState {
             runner: runner.clone(),
             sidecar,
@@ -178,16 +174,20 @@ async fn readyz<S: OrderSink>(
     }
 }
 
-/// Runs blocking work (reading and parsing the file, copying bodies) on a blocking thread.
-/// A panic there is resumed here; [`Error::Stopped`] when the runtime is shutting down.
-pub(crate) async fn blocking<T: Send + 'static>(
+/// Starts blocking work (reading and judging the file, cutting chunks) on a blocking
+/// thread at once, and returns its result to await. A panic there is resumed where it is
+/// awaited; [`Error::Stopped`] when the runtime is shutting down.
+pub(crate) fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Error> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(value) => Ok(value),
-        Err(error) => match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Err(Error::Stopped),
-        },
+) -> impl Future<Output = Result<T, Error>> {
+    let task = tokio::task::spawn_blocking(work);
+    async move {
+        match task.await {
+            Ok(value) => Ok(value),
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(Error::Stopped),
+            },
+        }
     }
 }

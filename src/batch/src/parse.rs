@@ -9,15 +9,14 @@
 //! [`MAX_ORDER_BYTES`] stops the read.
 
 use std::fmt;
-use std::io::Read;
 use std::path::PathBuf;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
-use crate::Error;
-use crate::source::{BLOCK_BYTES, Digest, MAX_ORDER_BYTES, read_some};
+use crate::error::Error;
+use crate::source::{BLOCK_BYTES, Digest, Input, MAX_ORDER_BYTES, read_some};
 
 /// What continues a document after its last complete element. The space keeps the `0`
 /// from running into what follows (`0e…` would be read as a number).
@@ -72,7 +71,7 @@ impl Position {
 
 /// The elements of a file's `orders` array, a block at a time.
 pub struct Elements {
-    input: Box<dyn Read + Send>,
+    input: Box<dyn Input>,
     path: PathBuf,
     limits: BlockLimits,
     /// `RESUME` (after the first block) and the file's bytes from `at` on.
@@ -90,7 +89,7 @@ pub struct Elements {
 
 impl Elements {
     /// Reads `input` (the file at `path`) from its start.
-    pub fn new(input: Box<dyn Read + Send>, path: PathBuf, limits: BlockLimits) -> Self {
+    pub fn new(input: Box<dyn Input>, path: PathBuf, limits: BlockLimits) -> Self {
         Self {
             input,
             path,
@@ -162,6 +161,11 @@ impl Elements {
             }
             wanted = self.buf.len() - self.prefix + self.limits.block;
         }
+    }
+
+    /// The handle it reads, for another pass.
+    pub fn into_input(self) -> Box<dyn Input> {
+        self.input
     }
 
     /// How many elements were handed over.

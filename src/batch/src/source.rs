@@ -1,24 +1,24 @@
-//! Where the orders come from (the bundled `orders.json` or a file), and a look at them
-//! that costs less than reading them: the file's size and time of change ([`Stamp`]), and
-//! a SHA-256 fingerprint of its bytes read in blocks without parsing, which tells whether
-//! a file whose stamp has not changed is the one last stored completely. Reading is
-//! blocking work, done on a blocking thread.
+//! Where the orders come from: the bundled `orders.json` or a file, opened once per run and
+//! read through that one handle, rewound between passes, so a file replaced meanwhile
+//! cannot mix into the run. A file's size and time of change ([`Stamp`]) hint whether it
+//! changed; its SHA-256 ([`Digest`]) decides. Reading is blocking work, done on a blocking
+//! thread.
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::Error;
+use crate::error::Error;
 
 /// The orders bundled into the binary: the default data file.
 pub const BUNDLED: &[u8] = include_bytes!("../orders.json");
 
-/// The most bytes one order may take in the file. A valid order takes at most about a
-/// kilobyte (see [`crate::budget`]); the limit bounds what one order can cost to read.
+/// The most bytes one order may take in the file. A valid order takes under a kilobyte
+/// (`common::wire::largest_order`); the limit bounds what one order can cost to read.
 pub const MAX_ORDER_BYTES: usize = 64 * 1024;
 
 /// How much of the file is read at once.
@@ -26,6 +26,11 @@ pub const BLOCK_BYTES: usize = 256 * 1024;
 
 /// A SHA-256 digest of a file.
 pub type Digest = [u8; 32];
+
+/// What a run reads from: a file, or the bundled bytes.
+pub trait Input: Read + Seek + Send {}
+
+impl<T: Read + Seek + Send> Input for T {}
 
 /// Where orders are read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,14 +50,35 @@ impl fmt::Display for OrdersSource {
     }
 }
 
+/// A file's size and time of last change, as the open handle sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was last written, where the file system says.
+    pub modified: Option<SystemTime>,
+}
+
 impl OrdersSource {
-    /// Opens the source for reading from its start.
-    pub fn open(&self) -> Result<Box<dyn Read + Send>, Error> {
+    /// Opens the source from its start, with its stamp.
+    pub fn open(&self) -> Result<(Box<dyn Input>, Stamp), Error> {
         match self {
-            Self::Bundled => Ok(Box::new(BUNDLED)),
-            Self::File(path) => File::open(path)
-                .map(|file| Box::new(file) as Box<dyn Read + Send>)
-                .map_err(|source| self.io_error(source)),
+            Self::Bundled => Ok((
+                Box::new(Cursor::new(BUNDLED)),
+                Stamp {
+                    bytes: BUNDLED.len() as u64,
+                    modified: None,
+                },
+            )),
+            Self::File(path) => {
+                let file = File::open(path).map_err(|e| self.io_error(e))?;
+                let metadata = file.metadata().map_err(|e| self.io_error(e))?;
+                let stamp = Stamp {
+                    bytes: metadata.len(),
+                    modified: metadata.modified().ok(),
+                };
+                Ok((Box::new(file), stamp))
+            }
         }
     }
 
@@ -71,71 +97,37 @@ impl OrdersSource {
             source,
         }
     }
-}
 
-/// A file's size and time of last change: a hint of whether it changed, which decides how
-/// a run looks at it first (the file is always judged by its digest).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// When it was last written, where the file system says.
-    pub modified: Option<SystemTime>,
-}
+    /// Puts `input` back at its start, for another pass.
+    pub fn rewind(&self, input: &mut dyn Input) -> Result<(), Error> {
+        input
+            .seek(SeekFrom::Start(0))
+            .map(drop)
+            .map_err(|e| self.io_error(e))
+    }
 
-impl OrdersSource {
-    /// The source's size and time of last change.
-    pub fn stamp(&self) -> Result<Stamp, Error> {
-        match self {
-            Self::Bundled => Ok(Stamp {
-                bytes: BUNDLED.len() as u64,
-                modified: None,
-            }),
-            Self::File(path) => {
-                let metadata = std::fs::metadata(path).map_err(|e| self.io_error(e))?;
-                Ok(Stamp {
-                    bytes: metadata.len(),
-                    modified: metadata.modified().ok(),
-                })
+    /// The SHA-256 of everything `input` holds from where it is, read in blocks without
+    /// parsing; `input` is rewound after. `keep_going` is asked before each block:
+    /// `false` stops with [`Error::Stopped`].
+    pub fn digest(
+        &self,
+        input: &mut dyn Input,
+        keep_going: &dyn Fn() -> bool,
+    ) -> Result<Digest, Error> {
+        let mut hasher = Sha256::new();
+        let mut block = vec![0; BLOCK_BYTES];
+        loop {
+            if !keep_going() {
+                return Err(Error::Stopped);
+            }
+            match read_some(input, &mut block).map_err(|e| self.io_error(e))? {
+                0 => break,
+                n => hasher.update(&block[..n]),
             }
         }
+        self.rewind(input)?;
+        Ok(hasher.finalize().into())
     }
-}
-
-/// What the first look at a file finds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Fingerprint {
-    /// SHA-256 of its bytes.
-    pub digest: Digest,
-    /// Its size in bytes.
-    pub bytes: u64,
-}
-
-/// Reads the whole source once, hashing it. `keep_going` is asked before each block;
-/// answering `false` stops with [`Error::Stopped`].
-pub fn fingerprint(
-    source: &OrdersSource,
-    keep_going: &dyn Fn() -> bool,
-) -> Result<Fingerprint, Error> {
-    let mut input = source.open()?;
-    let mut hasher = Sha256::new();
-    let mut block = vec![0; BLOCK_BYTES];
-    let mut bytes = 0u64;
-    loop {
-        if !keep_going() {
-            return Err(Error::Stopped);
-        }
-        let n = read_some(&mut input, &mut block).map_err(|e| source.io_error(e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&block[..n]);
-        bytes += n as u64;
-    }
-    Ok(Fingerprint {
-        digest: hasher.finalize().into(),
-        bytes,
-    })
 }
 
 /// Reads what is available into `buf`, retrying interrupted reads; 0 at the end.
@@ -154,39 +146,51 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn the_fingerprint_depends_on_the_content_only() {
-        let write = |content: &[u8]| {
-            let mut file = tempfile::NamedTempFile::new().unwrap();
-            file.write_all(content).unwrap();
-            file
-        };
-        let (a, b, c) = (
-            write(br#"{"orders":[]}"#),
-            write(br#"{"orders":[]}"#),
-            write(br#"{"orders": []}"#),
-        );
-        let print = |f: &tempfile::NamedTempFile| {
-            fingerprint(&OrdersSource::File(f.path().to_owned()), &|| true).unwrap()
-        };
-        assert_eq!(print(&a), print(&b));
-        assert_ne!(print(&a).digest, print(&c).digest);
-        assert_eq!(print(&c).bytes, 14);
+    fn digest_of(content: &[u8]) -> Digest {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(content).unwrap();
+        let source = OrdersSource::File(file.path().to_owned());
+        let (mut input, stamp) = source.open().unwrap();
+        assert_eq!(stamp.bytes, content.len() as u64);
+        source.digest(&mut input, &|| true).unwrap()
     }
 
     #[test]
-    fn a_missing_file_names_its_path() {
+    fn the_digest_depends_on_the_content_only() {
+        assert_eq!(
+            digest_of(br#"{"orders":[]}"#),
+            digest_of(br#"{"orders":[]}"#)
+        );
+        assert_ne!(
+            digest_of(br#"{"orders":[]}"#),
+            digest_of(br#"{"orders": []}"#)
+        );
+    }
+
+    #[test]
+    fn a_replaced_file_does_not_reach_a_run_that_opened_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("orders.json");
+        std::fs::write(&path, "old").unwrap();
+        let source = OrdersSource::File(path.clone());
+        let (mut input, _) = source.open().unwrap();
+        let before = source.digest(&mut input, &|| true).unwrap();
+        let replacement = dir.path().join("new.json");
+        std::fs::write(&replacement, "new content").unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        assert_eq!(source.digest(&mut input, &|| true).unwrap(), before);
+    }
+
+    #[test]
+    fn a_missing_file_names_its_path_and_stopping_is_stopped() {
         let source = OrdersSource::File("/nonexistent/orders.json".into());
-        let error = fingerprint(&source, &|| true).unwrap_err().to_string();
+        let error = source.open().err().unwrap().to_string();
         assert!(
             error.starts_with("cannot read /nonexistent/orders.json"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn stopping_is_reported_as_stopped() {
-        let error = fingerprint(&OrdersSource::Bundled, &|| false).unwrap_err();
-        assert!(matches!(error, Error::Stopped));
+        let (mut input, _) = OrdersSource::Bundled.open().unwrap();
+        let stopped = OrdersSource::Bundled.digest(&mut input, &|| false);
+        assert!(matches!(stopped, Err(Error::Stopped)));
     }
 }

@@ -13,11 +13,12 @@ use std::io::Write;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use batch::ledger::Outcome;
+use batch::Settings;
 use batch::outcome::Reply;
-use batch::runner::{Runner, Settings};
+use batch::runner::Runner;
+use batch::send::OrderSink;
 use batch::source::OrdersSource;
-use batch::submit::OrderSink;
+use batch::summary::Outcome;
 use reqwest::StatusCode;
 
 const ORDERS: usize = 100_000;
@@ -101,11 +102,12 @@ async fn cpu_per_thousand_orders_of_a_whole_run() {
     let bytes = std::fs::metadata(file.path()).unwrap().len();
     let settings = Settings {
         chunk_size: 2000,
-        chunk_bytes: batch::budget::DEFAULT_CHUNK_BYTES,
+        chunk_bytes: batch::config::DEFAULT_CHUNK_BYTES,
         in_flight: 4,
         max_retries: 0,
         retry_delay: std::time::Duration::from_millis(250),
-        read: batch::read::ReadLimits::default(),
+        deadline: std::time::Duration::from_secs(600),
+        read: batch::survey::ReadLimits::default(),
     };
     // Reset the peak, so that it is the runs' and not the file's writing.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

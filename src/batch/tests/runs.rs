@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use batch::Error;
-use batch::ledger::Outcome;
 use batch::parse::BlockLimits;
-use batch::read::ReadLimits;
+use batch::summary::Outcome;
+use batch::survey::ReadLimits;
 use serde_json::json;
 use support::{FakeOrderProcessor, answer, orders_file, refusal, runner, settings};
 
@@ -99,27 +99,26 @@ async fn a_file_changed_behind_its_old_size_and_time_is_sent_again() {
 }
 
 #[tokio::test]
-async fn a_chunk_with_an_invalid_order_is_not_sent_and_the_rest_is() {
+async fn an_invalid_order_holds_back_no_valid_order_and_the_file_is_read_once() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, -3, 4, 5]);
     let runner = runner(&sink, &file, settings(2, 1));
     let first = runner.run("test").await.unwrap();
-    assert_eq!(sink.requests(), vec![vec![1, 2], vec![5]]);
+    assert_eq!(sink.requests(), vec![vec![1, 2], vec![4, 5]]);
     assert_eq!(first.outcome, Outcome::Partial);
-    assert_eq!((first.rejected, first.submitted), (2, 3));
-    // Valid chunks are settled; the bad one is refused again, by batch.
+    assert_eq!((first.rejected, first.submitted, first.inserted), (1, 4, 4));
+    // Nothing is left to retry: the file is settled, and not read past its digest again.
     let second = runner.run("test").await.unwrap();
     assert_eq!(sink.requests().len(), 2);
     assert_eq!(
-        (second.skipped, second.rejected, second.submitted),
-        (3, 2, 0)
+        (second.outcome, second.skipped, second.rejected),
+        (Outcome::Unchanged, 5, 0)
     );
-    assert_eq!(second.outcome, Outcome::Partial);
     assert!(first.counts_add_up() && second.counts_add_up());
 }
 
 #[tokio::test]
-async fn a_chunk_refused_by_order_processor_is_not_resent_until_the_file_changes() {
+async fn an_order_order_processor_judges_otherwise_is_set_aside_as_another_release() {
     let sink = Arc::new(FakeOrderProcessor::new(usize::MAX, |ids| {
         ids.contains(&2).then(|| {
             answer(422, &json!({ "error": {
@@ -129,17 +128,18 @@ async fn a_chunk_refused_by_order_processor_is_not_resent_until_the_file_changes
         })
     }));
     let file = orders_file(&[1, 2, 3]);
-    let runner = runner(&sink, &file, settings(2, 1));
-    let first = runner.run("test").await.unwrap();
-    assert_eq!((first.rejected, first.inserted), (2, 1));
-    let second = runner.run("test").await.unwrap();
-    assert_eq!(sink.requests().len(), 2, "neither chunk is sent again");
-    assert_eq!((second.skipped, second.submitted), (3, 0));
+    let summary = runner(&sink, &file, settings(2, 1))
+        .run("test")
+        .await
+        .unwrap();
     assert_eq!(
-        second.outcome,
-        Outcome::Partial,
-        "the refused orders are still not stored"
+        (summary.unsendable, summary.inserted, summary.rejected),
+        (2, 1, 0)
     );
+    let unsent = &summary.unsendable_chunks[0];
+    assert!(unsent.reason.contains("price too high"), "{unsent:?}");
+    assert_eq!(unsent.what_to_change, batch::outcome::SAME_VERSION);
+    assert!(summary.counts_add_up());
 }
 
 #[tokio::test]
@@ -388,41 +388,70 @@ async fn an_unreadable_file_fails_the_run_and_sends_nothing() {
 }
 
 /// Reads in two passes, in small blocks, as a file too large to keep would be.
-fn two_passes(chunk_size: usize) -> batch::runner::Settings {
+fn two_passes(chunk_size: usize) -> batch::Settings {
     let mut settings = settings(chunk_size, 1);
     settings.read = ReadLimits {
         blocks: BlockLimits {
             block: 64,
             max_element: 1024,
         },
-        one_pass_bytes: 0,
-        held_bytes: 0,
+        hold_bytes: 0,
     };
     settings
 }
 
 #[tokio::test]
-async fn a_file_read_in_two_passes_is_sent_as_one_read_in_one() {
+async fn a_file_read_in_two_passes_is_sent_as_one_kept_in_memory() {
+    // Id 1 twice, the same way: one order, sent once.
     let ids = [1, 2, 3, 1, 4, 5, 6, 7, 8];
+    let mut held_back = settings(2, 1);
+    held_back.read.hold_bytes = 200;
     let mut results = Vec::new();
-    for settings in [settings(2, 1), two_passes(2)] {
+    for settings in [settings(2, 1), two_passes(2), held_back] {
         let sink = Arc::new(FakeOrderProcessor::storing());
         let file = orders_file(&ids);
         let summary = runner(&sink, &file, settings).run("test").await.unwrap();
         assert!(summary.counts_add_up());
-        results.push((summary.inserted, summary.rejected, sink.requests()));
+        results.push((summary.inserted, summary.duplicates, sink.requests()));
     }
-    // Both occurrences of id 1 are refused with their chunks.
-    assert_eq!(results[0], (5, 4, vec![vec![4, 5], vec![6, 7], vec![8]]));
+    assert_eq!(
+        results[0],
+        (8, 1, vec![vec![1, 2], vec![3, 4], vec![5, 6], vec![7, 8]])
+    );
     assert_eq!(results[0], results[1]);
-    let mut held_back = settings(2, 1);
-    held_back.read.held_bytes = 10;
-    let sink = Arc::new(FakeOrderProcessor::storing());
-    runner(&sink, &orders_file(&ids), held_back)
-        .run("test")
-        .await
-        .unwrap();
-    assert_eq!(sink.requests(), results[0].2);
+    assert_eq!(results[0], results[2]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_past_its_deadline_leaves_the_rest_for_the_next_run() {
+    let (sink, mut gate) = FakeOrderProcessor::storing().with_gate(|ids| ids.contains(&3));
+    let sink = Arc::new(sink);
+    let file = orders_file(&(1..=6).collect::<Vec<_>>());
+    let mut settings = settings(2, 1);
+    settings.deadline = Duration::from_secs(60);
+    let runner = runner(&sink, &file, settings);
+    let run = tokio::spawn({
+        let runner = runner.clone();
+        async move { runner.run("test").await }
+    });
+    assert_eq!(gate.arrived.recv().await.unwrap(), vec![3, 4]);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(
+        (summary.outcome, summary.inserted, summary.deferred),
+        (Outcome::Partial, 2, 4)
+    );
+    assert!(summary.counts_add_up());
+    gate.permits.add_permits(10);
+    let next = runner.run("test").await.unwrap();
+    assert_eq!(
+        (
+            next.outcome,
+            next.skipped,
+            next.inserted + next.already_present
+        ),
+        (Outcome::Completed, 2, 4)
+    );
 }
 
 #[tokio::test]

@@ -8,8 +8,7 @@ use std::fmt;
 
 use rust_decimal::Decimal;
 use serde::de::{Deserializer, MapAccess, Visitor};
-use serde::ser::Error as _;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -78,19 +77,6 @@ impl Order {
     /// Zero or more, at most two decimal places, at most [`max_price`].
     pub fn price(&self) -> Decimal {
         self.price
-    }
-}
-
-/// Written as [`crate::wire::write_json`] writes it: prices as JSON numbers with their
-/// exact decimal digits, never through a float.
-impl Serialize for Order {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut json = Vec::with_capacity(64 + self.customer.len());
-        crate::wire::write_json(&mut json, self);
-        let json = String::from_utf8(json).map_err(S::Error::custom)?;
-        RawValue::from_string(json)
-            .map_err(S::Error::custom)?
-            .serialize(serializer)
     }
 }
 

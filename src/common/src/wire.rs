@@ -10,7 +10,8 @@ use std::fmt::{self, Write as _};
 
 use rust_decimal::Decimal;
 use serde::de::{Error as _, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::ser::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::order::{MAX_CUSTOMER_CHARS, Order, OrderError, max_price, parse_order};
@@ -29,17 +30,36 @@ pub fn write_json(out: &mut Vec<u8>, order: &Order) {
     out.push(b'}');
 }
 
+/// Written as [`write_json`] writes it: prices as JSON numbers with their
+/// exact decimal digits, never through a float.
+impl Serialize for Order {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut json = Vec::with_capacity(64 + self.customer().len());
+        crate::wire::write_json(&mut json, self);
+        let json = String::from_utf8(json).map_err(S::Error::custom)?;
+        RawValue::from_string(json)
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
 /// The orders as a JSON array: a request body to order-processor.
 pub fn orders_json<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Vec<u8> {
-    let mut out = vec![b'['];
+    let mut out = Vec::new();
+    write_orders(&mut out, orders);
+    out
+}
+
+/// Appends the orders as a JSON array (to room the caller sized with [`Size`]).
+pub fn write_orders<'a>(out: &mut Vec<u8>, orders: impl IntoIterator<Item = &'a Order>) {
+    out.push(b'[');
     for (index, order) in orders.into_iter().enumerate() {
         if index > 0 {
             out.push(b',');
         }
-        write_json(&mut out, order);
+        write_json(out, order);
     }
     out.push(b']');
-    out
 }
 
 /// The binding's `params` for orders: `["{1,2}","{\"A\",\"B \\\"b\\\"\"}","{1.50,2}"]`,

@@ -497,6 +497,22 @@ impl Stack {
         }
     }
 
+    /// A connection as the database's superuser, for checks and for the faults a test
+    /// causes (a lock, a revoked privilege).
+    pub async fn admin(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.db.admin_url())
+            .await
+            .expect("connect as superuser")
+    }
+
+    /// Empties the orders table.
+    pub async fn empty_the_table(&self) {
+        sqlx::query("TRUNCATE app.orders")
+            .execute(&mut self.admin().await)
+            .await
+            .expect("truncate app.orders");
+    }
+
     /// The stored orders as `(orderid, customer, price as text)`, in id order; none while
     /// the table does not exist yet.
     pub async fn stored(&self) -> Vec<(i64, String, String)> {

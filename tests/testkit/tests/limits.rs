@@ -5,7 +5,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use sqlx::Connection;
 use testkit::stack::{Stack, StackOptions, expected_rows, orders_json};
 
 /// The longest price text a valid order can have: trailing zeros are allowed.
@@ -57,16 +56,6 @@ async fn stored_ids_and_customers(stack: &Stack) -> Vec<(i64, String)> {
         .collect()
 }
 
-async fn empty_the_table(stack: &Stack) {
-    let mut conn = sqlx::PgConnection::connect(&stack.db.admin_url())
-        .await
-        .unwrap();
-    sqlx::query("TRUNCATE app.orders")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_largest_valid_orders_are_stored_completely_at_every_chunk_size() {
     // Once escaped for the binding's params, the orders of one chunk of 5000 take more than
@@ -82,7 +71,7 @@ async fn the_largest_valid_orders_are_stored_completely_at_every_chunk_size() {
 
     // The smallest, the default, one between, the largest CHUNK_SIZE batch accepts.
     for chunk_size in [1, 2000, 3333, 5000] {
-        empty_the_table(&stack).await;
+        stack.empty_the_table().await;
         stack.kill("batch");
         stack.set_batch_env("CHUNK_SIZE", &chunk_size.to_string());
         stack.set_batch_env("CHUNKS_IN_FLIGHT", "16");

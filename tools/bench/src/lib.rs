@@ -209,7 +209,9 @@ pub async fn run(options: Options) -> anyhow::Result<PathBuf> {
 
     let load_at_start = procfs::load_average();
     let busy_before_start = busy_over(Duration::from_secs(1)).await?;
-    let default_chunk_size = batch::Config::from_vars(&Vars::from_pairs([]))?.chunk_size;
+    let default_chunk_size = batch::Config::from_vars(&Vars::from_pairs([]))?
+        .settings
+        .chunk_size;
 
     progress("building the services (release) and starting the stack");
     let stack = Stack::start(bench_stack(

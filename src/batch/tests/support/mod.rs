@@ -8,11 +8,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
+use batch::Settings;
 use batch::outcome::Reply;
-use batch::read::ReadLimits;
-use batch::runner::{Runner, Settings};
+use batch::runner::Runner;
+use batch::send::OrderSink;
 use batch::source::OrdersSource;
-use batch::submit::OrderSink;
+use batch::survey::ReadLimits;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -130,10 +131,10 @@ pub fn answer(status: u16, body: &Value) -> Reply {
 }
 
 /// order-processor's error shape.
-pub fn refusal(status: u16, code: &str, message: &str) -> Reply {
+pub fn refusal(status: u16, code: &'static str, message: &str) -> Reply {
     answer(
         status,
-        &json!({ "error": { "code": code, "message": message } }),
+        &serde_json::to_value(common::wire::ErrorBody::new(code, message)).unwrap(),
     )
 }
 
@@ -200,10 +201,11 @@ pub fn orders_file(ids: &[i64]) -> tempfile::NamedTempFile {
 pub fn settings(chunk_size: usize, in_flight: usize) -> Settings {
     Settings {
         chunk_size,
-        chunk_bytes: batch::budget::DEFAULT_CHUNK_BYTES,
+        chunk_bytes: batch::config::DEFAULT_CHUNK_BYTES,
         in_flight,
         max_retries: 0,
         retry_delay: std::time::Duration::from_millis(250),
+        deadline: std::time::Duration::from_secs(600),
         read: ReadLimits::default(),
     }
 }

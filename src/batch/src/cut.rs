@@ -1,0 +1,271 @@
+//! Cutting the orders to send into chunks, each sent in one request: consecutive orders
+//! (numbered among the orders to send), at most `CHUNK_SIZE` of them and at most
+//! `CHUNK_BYTES` bytes as the request body and as the binding's `params`
+//! ([`common::wire::Size`]), whichever comes first. Both limits ([`Limits`]) are lowered
+//! for the rest of the process when a chunk is refused as too large, and such a chunk is
+//! split in halves ([`Chunk::split`]). Which orders are stored never depends on where the
+//! cuts fall: every chunk holds only valid orders.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use axum::body::Bytes;
+use common::order::Order;
+use common::wire::{Size, write_orders};
+
+/// Which limit a chunk passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// order-processor's `MAX_ORDERS_PER_REQUEST`.
+    Orders,
+    /// A size limit: a body over 4 MiB, or a binding call too large for the sidecar.
+    Bytes,
+}
+
+/// The most orders and bytes a new chunk may hold: `CHUNK_SIZE` and `CHUNK_BYTES`,
+/// lowered when chunks are refused as too large.
+#[derive(Debug)]
+pub struct Limits {
+    orders: AtomicUsize,
+    bytes: AtomicUsize,
+    lowered: [AtomicBool; 2],
+}
+
+impl Limits {
+    /// Chunks of at most `orders` orders and `bytes` bytes.
+    pub fn new(orders: usize, bytes: usize) -> Self {
+        Self {
+            orders: AtomicUsize::new(orders.max(1)),
+            bytes: AtomicUsize::new(bytes),
+            lowered: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+
+    /// The most orders in a chunk.
+    pub fn orders(&self) -> usize {
+        self.orders.load(Ordering::Relaxed)
+    }
+
+    /// The most bytes of a chunk ([`Size::largest`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Lowers `limit` to `at_most` (at least 1); whether this is the first time, which is
+    /// worth a warning.
+    pub fn lower(&self, limit: Limit, at_most: usize) -> bool {
+        let (value, lowered) = match limit {
+            Limit::Orders => (&self.orders, &self.lowered[0]),
+            Limit::Bytes => (&self.bytes, &self.lowered[1]),
+        };
+        let at_most = at_most.max(1);
+        value.fetch_min(at_most, Ordering::Relaxed) > at_most
+            && !lowered.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// Orders that travel in one request.
+#[derive(Debug)]
+pub struct Chunk {
+    /// The chunk's number in its run, from 0 (halves keep their chunk's).
+    pub index: usize,
+    /// The number of its first order among the orders to send.
+    pub start: usize,
+    /// Whether its orders were sent already in this run (it is half of one sent).
+    pub sent_before: bool,
+    orders: Vec<(u64, Order)>,
+    size: Size,
+}
+
+impl Chunk {
+    /// How many orders it holds.
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+
+    /// Whether it holds none (never the case for a chunk that was cut).
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// The position in the file of its first order.
+    pub fn first_position(&self) -> u64 {
+        self.orders.first().map_or(0, |(position, _)| *position)
+    }
+
+    /// The bytes it takes on its way.
+    pub fn size(&self) -> Size {
+        self.size
+    }
+
+    /// Its request body: a JSON array of its orders.
+    pub fn body(&self) -> Bytes {
+        let mut body = Vec::with_capacity(self.size.body);
+        write_orders(&mut body, self.orders.iter().map(|(_, order)| order));
+        Bytes::from(body)
+    }
+
+    /// Its two halves, or the chunk itself when it holds one order.
+    pub fn split(mut self) -> Result<(Self, Self), Self> {
+        let half = self.len() / 2;
+        if half == 0 {
+            return Err(self);
+        }
+        let back = self.orders.split_off(half);
+        let (index, sent_before) = (self.index, self.sent_before);
+        let piece = |start, orders: Vec<(u64, Order)>| Self {
+            index,
+            start,
+            sent_before,
+            size: size_of(&orders),
+            orders,
+        };
+        Ok((
+            piece(self.start, self.orders),
+            piece(self.start + half, back),
+        ))
+    }
+}
+
+fn size_of(orders: &[(u64, Order)]) -> Size {
+    orders
+        .iter()
+        .enumerate()
+        .fold(Size::EMPTY, |size, (i, (_, order))| {
+            size.plus(Size::of(order), i == 0)
+        })
+}
+
+/// Takes the orders to send one by one and cuts them into chunks.
+#[derive(Debug)]
+pub struct Cutter {
+    limits: Arc<Limits>,
+    building: Option<Chunk>,
+    chunks: usize,
+}
+
+impl Cutter {
+    /// Cuts within `limits`, as they are when each order comes.
+    pub fn new(limits: Arc<Limits>) -> Self {
+        Self {
+            limits,
+            building: None,
+            chunks: 0,
+        }
+    }
+
+    /// Adds order number `number` (among the orders to send), at `position` in the file;
+    /// returns the chunk it closed, if it closed one. An order that does not follow the
+    /// last one closes the chunk too: a chunk's orders are consecutive.
+    pub fn push(&mut self, number: usize, position: u64, order: Order) -> Option<Chunk> {
+        let size = Size::of(&order);
+        let full = self.building.as_ref().is_some_and(|chunk| {
+            chunk.start + chunk.len() != number
+                || chunk.len() >= self.limits.orders()
+                || chunk.size.plus(size, false).largest() > self.limits.bytes()
+        });
+        let closed = if full { self.building.take() } else { None };
+        let chunk = self.building.get_or_insert_with(|| {
+            self.chunks += 1;
+            Chunk {
+                index: self.chunks - 1,
+                start: number,
+                sent_before: false,
+                orders: Vec::with_capacity(self.limits.orders().min(1024)),
+                size: Size::EMPTY,
+            }
+        });
+        chunk.size = chunk.size.plus(size, chunk.orders.is_empty());
+        chunk.orders.push((position, order));
+        closed
+    }
+
+    /// The last chunk, after the last order.
+    pub fn finish(&mut self) -> Option<Chunk> {
+        self.building.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn order(id: i64, customer: &str) -> Order {
+        Order::new(0, id, customer, Decimal::new(id * 101, 2)).unwrap()
+    }
+
+    fn cut(limits: Limits, numbers: impl IntoIterator<Item = usize>) -> Vec<Chunk> {
+        let mut cutter = Cutter::new(Arc::new(limits));
+        let mut chunks: Vec<Chunk> = numbers
+            .into_iter()
+            .filter_map(|n| cutter.push(n, n as u64 * 2, order(n as i64 + 1, "A \"B\"")))
+            .collect();
+        chunks.extend(cutter.finish());
+        chunks
+    }
+
+    fn ids(chunk: &Chunk) -> Vec<i64> {
+        let orders: Vec<serde_json::Value> = serde_json::from_slice(&chunk.body()).unwrap();
+        orders
+            .iter()
+            .map(|o| o["orderid"].as_i64().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_closes_at_the_order_limit_and_where_the_numbers_skip() {
+        let chunks = cut(Limits::new(2, usize::MAX), [0, 1, 2, 3, 4, 6, 7]);
+        let spans: Vec<(usize, usize)> = chunks.iter().map(|c| (c.start, c.len())).collect();
+        assert_eq!(spans, vec![(0, 2), (2, 2), (4, 1), (6, 2)]);
+        assert_eq!(ids(&chunks[1]), vec![3, 4]);
+        assert_eq!((chunks[3].index, chunks[3].first_position()), (3, 12));
+    }
+
+    #[test]
+    fn a_chunk_closes_before_it_would_pass_the_byte_limit() {
+        let one = Size::EMPTY.plus(Size::of(&order(1, "A \"B\"")), true);
+        let three = (0..2).fold(one, |size, _| {
+            size.plus(Size::of(&order(1, "A \"B\"")), false)
+        });
+        let chunks = cut(Limits::new(100, three.largest()), 0..7);
+        let lens: Vec<usize> = chunks.iter().map(Chunk::len).collect();
+        assert_eq!(lens, vec![3, 3, 1]);
+        assert!(chunks.iter().all(|c| c.size().largest() <= three.largest()));
+    }
+
+    #[test]
+    fn lowering_a_limit_says_only_the_first_time() {
+        let limits = Limits::new(2000, 100);
+        assert!(limits.lower(Limit::Orders, 1000));
+        assert!(!limits.lower(Limit::Orders, 500));
+        assert_eq!(limits.orders(), 500);
+        assert!(!limits.lower(Limit::Bytes, 100));
+        assert!(limits.lower(Limit::Bytes, 50));
+        assert_eq!(limits.bytes(), 50);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Halving any chunk, again and again, gives chunks whose bodies and sizes are
+        /// what cutting their orders alone would give, down to single orders.
+        #[test]
+        fn halves_are_the_chunks_of_their_orders(n in 1usize..40) {
+            let mut work = cut(Limits::new(100, usize::MAX), 0..n);
+            let mut singles = 0;
+            while let Some(chunk) = work.pop() {
+                let expected: Vec<i64> = (chunk.start..chunk.start + chunk.len()).map(|i| i as i64 + 1).collect();
+                prop_assert_eq!(ids(&chunk), expected);
+                prop_assert_eq!(chunk.size().body, chunk.body().len());
+                match chunk.split() {
+                    Ok((front, back)) => work.extend([front, back]),
+                    Err(single) => { prop_assert_eq!(single.len(), 1); singles += 1; }
+                }
+            }
+            prop_assert_eq!(singles, n);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Sending a chunk to order-processor through Dapr service invocation: plain HTTP to the
+//! app's own sidecar ([`DaprSink`], one attempt, which waits at most `INVOKE_TIMEOUT_SECS`
+//! for the answer). [`Submitter`] decides what each answer means
+//! ([`crate::outcome::decide`]) and tries again what may pass (the sidecar or
+//! order-processor down, 5xx, timeouts) with exponential back-off and jitter, because
+//! Container Apps cannot apply a Dapr resiliency policy to service invocation. Attempts
+//! follow one another: a chunk is never sent again while an attempt is still waiting.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use backon::{ExponentialBuilder, Retryable};
+use common::dapr::Sidecar;
+
+use crate::outcome::{ChunkOutcome, Reply, decide};
+
+/// Where chunks go: order-processor through the sidecar, or a fake in tests.
+pub trait OrderSink: Send + Sync + 'static {
+    /// Sends one chunk (a JSON array of orders) once and returns what came back.
+    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send;
+}
+
+/// A shared sink is a sink.
+impl<S: OrderSink> OrderSink for std::sync::Arc<S> {
+    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send {
+        S::send(self, body, traceparent)
+    }
+}
+
+/// order-processor, reached through Dapr service invocation.
+#[derive(Debug, Clone)]
+pub struct DaprSink {
+    sidecar: Sidecar,
+    app_id: String,
+}
+
+impl DaprSink {
+    /// Sends to `app_id` through `sidecar`.
+    pub fn new(sidecar: Sidecar, app_id: String) -> Self {
+        Self { sidecar, app_id }
+    }
+}
+
+impl OrderSink for DaprSink {
+    async fn send(&self, body: Bytes, traceparent: Option<&str>) -> Reply {
+        let mut request = self
+            .sidecar
+            .invoke(&self.app_id, "orders")
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Reply::NoAnswer(format!("{:#}", anyhow::Error::new(error))),
+        };
+        let status = response.status();
+        match response.bytes().await {
+            Ok(body) => Reply::Answered { status, body },
+            Err(error) => Reply::NoAnswer(format!(
+                "the answer ({status}) broke off: {:#}",
+                anyhow::Error::new(error)
+            )),
+        }
+    }
+}
+
+/// Sends chunks through a sink and decides what became of them, retrying what may pass.
+#[derive(Debug)]
+pub struct Submitter<S> {
+    sink: S,
+    backoff: ExponentialBuilder,
+}
+
+impl<S: OrderSink> Submitter<S> {
+    /// Retries up to `max_retries` times, with delays that start at `first_delay` and
+    /// double up to 4 s, with jitter.
+    pub fn new(sink: S, max_retries: usize, first_delay: Duration) -> Self {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(first_delay)
+            .with_max_delay(Duration::from_secs(4).max(first_delay))
+            .with_max_times(max_retries)
+            .with_jitter();
+        Self { sink, backoff }
+    }
+
+    /// The sink chunks go to.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Sends `body`, a JSON array of `orders` orders, until its outcome is known or the
+    /// retries are used up.
+    pub async fn submit(
+        &self,
+        body: &Bytes,
+        orders: usize,
+        traceparent: Option<&str>,
+    ) -> ChunkOutcome {
+        let attempt = || async {
+            match decide(orders, self.sink.send(body.clone(), traceparent).await) {
+                again @ ChunkOutcome::RetryLater { .. } => Err(again),
+                known => Ok(known),
+            }
+        };
+        attempt
+            .retry(self.backoff)
+            .sleep(tokio::time::sleep)
+            .notify(|outcome, delay| {
+                if let ChunkOutcome::RetryLater { reason } = outcome {
+                    tracing::warn!(
+                        reason,
+                        retry_in_ms = delay.as_millis(),
+                        "submitting a chunk failed; retrying"
+                    );
+                }
+            })
+            .await
+            .unwrap_or_else(|last| last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    /// Answers from a script, one per attempt, and counts the attempts.
+    struct Script(Mutex<Vec<Reply>>);
+
+    impl OrderSink for Script {
+        async fn send(&self, _: Bytes, _: Option<&str>) -> Reply {
+            self.0.lock().unwrap().remove(0)
+        }
+    }
+
+    fn status(code: u16) -> Reply {
+        Reply::Answered {
+            status: StatusCode::from_u16(code).unwrap(),
+            body: Bytes::from_static(
+                br#"{"received":1,"inserted":1,"unchanged":0,"conflicts":[]}"#,
+            ),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_may_pass_are_retried_with_backoff_until_they_pass() {
+        let script = Script(Mutex::new(vec![
+            Reply::NoAnswer("refused".into()),
+            status(503),
+            status(200),
+        ]));
+        let submitter = Submitter::new(script, 4, Duration::from_millis(250));
+        let started = tokio::time::Instant::now();
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::Stored { inserted: 1, .. }),
+            "{outcome:?}"
+        );
+        assert!(submitter.sink().0.lock().unwrap().is_empty());
+        // Two back-off delays of at least 250 ms and 500 ms passed (on tokio's paused clock).
+        assert!(started.elapsed() >= Duration::from_millis(750));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_the_last_retry_the_failure_is_the_outcome() {
+        let script = Script(Mutex::new(vec![status(503), status(503), status(503)]));
+        let submitter = Submitter::new(script, 2, Duration::from_millis(1));
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::RetryLater { .. }),
+            "{outcome:?}"
+        );
+        assert!(submitter.sink().0.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_cannot_pass_is_not_retried() {
+        let script = Script(Mutex::new(vec![status(404), status(200)]));
+        let submitter = Submitter::new(script, 4, Duration::from_millis(1));
+        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        assert!(
+            matches!(outcome, ChunkOutcome::CannotSend { .. }),
+            "{outcome:?}"
+        );
+        assert_eq!(submitter.sink().0.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,292 @@
+//! The summary of a run, logged as one line (`"run finished"`) and returned by the
+//! triggers: what became of every order of the file, each counted exactly once
+//! ([`Summary::counts_add_up`]), and how the run ended.
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::progress::SetAside;
+use crate::survey::MAX_LISTED;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every order is stored as the file has it (now or by an earlier run).
+    Completed,
+    /// The file is one whose every order was settled; nothing was read past its digest.
+    Unchanged,
+    /// Some orders are not stored as the file has them: rejected, in conflict, left for
+    /// the next run, or set aside.
+    Partial,
+    /// The file could not be used; what was stored before that is counted.
+    Failed,
+    /// The service is shutting down; the rest is left for the next run.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome as it is written in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::Unchanged => "unchanged",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// How a run stopped, before its outcome is decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// Every order was dealt with, or left for the next run.
+    Finished,
+    /// The file is done: skipped.
+    Unchanged,
+    /// The run was cancelled.
+    Cancelled,
+    /// The file could not be used, for this reason.
+    Failed(String),
+}
+
+/// The figures of one run. Every order is counted once:
+/// `read = inserted + already_present + conflicts + rejected + duplicates + skipped +
+/// deferred + unsendable`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// How the run ended.
+    pub outcome: Outcome,
+    /// Orders in the file.
+    pub read: u64,
+    /// Orders sent to order-processor (each counted once, however often it was sent).
+    pub submitted: u64,
+    /// Orders newly stored.
+    pub inserted: u64,
+    /// Orders that were already stored as they are.
+    pub already_present: u64,
+    /// Orders already stored with different content, left unchanged.
+    pub conflicts: u64,
+    /// Invalid orders, and every copy of an id the file gives with different contents.
+    pub rejected: u64,
+    /// Copies of an order the file gives more than once the same way, beyond the first.
+    pub duplicates: u64,
+    /// Orders an earlier run of the same file settled.
+    pub skipped: u64,
+    /// Orders left for the next run: a call failed, order-processor looked down, or the
+    /// run stopped (shut down, past its deadline, the file changed) before they were stored.
+    pub deferred: u64,
+    /// Orders that cannot be stored as things are (listed in `unsendable_chunks`).
+    pub unsendable: u64,
+    /// How long the run took.
+    pub duration_ms: u64,
+    /// Why the file could not be used, when it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The spans that cannot be stored, why, and what to change (at most [`MAX_LISTED`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsendable_chunks: Vec<UnsendableChunk>,
+    /// How many more spans cannot be stored.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unsendable_chunks_not_listed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Orders that cannot be stored as things are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnsendableChunk {
+    /// The chunk they were sent in, in the run that set them aside.
+    pub chunk: usize,
+    /// The position in the file of the first.
+    pub first: u64,
+    /// How many orders.
+    pub orders: usize,
+    /// What went wrong.
+    pub reason: String,
+    /// The setting, deployment or database to change.
+    pub what_to_change: String,
+    /// How many attempts failed.
+    pub attempts: u32,
+    /// When they are tried again, in seconds from the end of this run.
+    pub next_attempt_in_secs: u64,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            outcome: Outcome::Completed,
+            read: 0,
+            submitted: 0,
+            inserted: 0,
+            already_present: 0,
+            conflicts: 0,
+            rejected: 0,
+            duplicates: 0,
+            skipped: 0,
+            deferred: 0,
+            unsendable: 0,
+            duration_ms: 0,
+            error: None,
+            unsendable_chunks: Vec::new(),
+            unsendable_chunks_not_listed: 0,
+        }
+    }
+}
+
+impl Summary {
+    /// Whether every order read is counted exactly once.
+    pub fn counts_add_up(&self) -> bool {
+        self.read
+            == self.inserted
+                + self.already_present
+                + self.conflicts
+                + self.rejected
+                + self.duplicates
+                + self.skipped
+                + self.deferred
+                + self.unsendable
+    }
+
+    /// Decides the outcome, and lists the spans set aside as of `now`.
+    pub fn end(&mut self, ended: Ended, set_aside: &[SetAside], now: Instant) {
+        for span in set_aside {
+            if self.unsendable_chunks.len() < MAX_LISTED {
+                self.unsendable_chunks.push(UnsendableChunk {
+                    chunk: span.chunk,
+                    first: span.first_position,
+                    orders: span.len,
+                    reason: span.reason.clone(),
+                    what_to_change: span.what_to_change.clone(),
+                    attempts: span.attempts,
+                    next_attempt_in_secs: span.retry_at.saturating_duration_since(now).as_secs(),
+                });
+            } else {
+                self.unsendable_chunks_not_listed += 1;
+            }
+        }
+        let clean = self.rejected + self.conflicts + self.deferred + self.unsendable == 0;
+        self.outcome = match ended {
+            Ended::Cancelled => Outcome::Cancelled,
+            Ended::Failed(error) => {
+                self.error = Some(error);
+                Outcome::Failed
+            }
+            Ended::Unchanged => Outcome::Unchanged,
+            Ended::Finished if clean => Outcome::Completed,
+            Ended::Finished => Outcome::Partial,
+        };
+    }
+
+    /// Puts the outcome and the counts on the run's span (declared in
+    /// [`crate::runner::Runner::run`]), where a trace shows them.
+    pub fn record_on(&self, span: &tracing::Span) {
+        span.record("outcome", self.outcome.as_str());
+        for (name, value) in [
+            ("orders.read", self.read),
+            ("orders.submitted", self.submitted),
+            ("orders.inserted", self.inserted),
+            ("orders.already_present", self.already_present),
+            ("orders.conflicts", self.conflicts),
+            ("orders.rejected", self.rejected),
+            ("orders.duplicates", self.duplicates),
+            ("orders.skipped", self.skipped),
+            ("orders.deferred", self.deferred),
+            ("orders.unsendable", self.unsendable),
+        ] {
+            span.record(name, value);
+        }
+        if self.outcome == Outcome::Failed {
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+
+    /// Logs the summary as one line: at info when all is well, at warn when some orders
+    /// are not stored, at error when the file could not be used.
+    pub fn log(&self, trigger: &str) {
+        let unsendable_chunks = (!self.unsendable_chunks.is_empty())
+            .then(|| serde_json::to_string(&self.unsendable_chunks).unwrap_or_default());
+        macro_rules! summary_line {
+            ($level:ident) => {
+                tracing::$level!(
+                    trigger,
+                    outcome = self.outcome.as_str(),
+                    read = self.read,
+                    submitted = self.submitted,
+                    inserted = self.inserted,
+                    already_present = self.already_present,
+                    conflicts = self.conflicts,
+                    rejected = self.rejected,
+                    duplicates = self.duplicates,
+                    skipped = self.skipped,
+                    deferred = self.deferred,
+                    unsendable = self.unsendable,
+                    duration_ms = self.duration_ms,
+                    error = self.error.as_deref(),
+                    unsendable_chunks = unsendable_chunks.as_deref(),
+                    "run finished"
+                )
+            };
+        }
+        match self.outcome {
+            Outcome::Failed => summary_line!(error),
+            Outcome::Partial | Outcome::Cancelled => summary_line!(warn),
+            Outcome::Completed | Outcome::Unchanged => summary_line!(info),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_fails_when_an_order_is_counted_twice_or_not_at_all() {
+        let mut summary = Summary {
+            read: 11,
+            inserted: 4,
+            rejected: 2,
+            duplicates: 1,
+            skipped: 2,
+            deferred: 1,
+            ..Summary::default()
+        };
+        assert!(!summary.counts_add_up(), "10 of 11 counted");
+        summary.unsendable = 1;
+        assert!(summary.counts_add_up());
+        summary.conflicts = 1;
+        assert!(!summary.counts_add_up(), "12 of 11 counted");
+    }
+
+    #[test]
+    fn a_run_is_completed_only_when_every_order_is_stored_as_the_file_has_it() {
+        let now = Instant::now();
+        let ended = |summary: Summary, how| {
+            let mut summary = summary;
+            summary.end(how, &[], now);
+            summary.outcome
+        };
+        let stored = Summary {
+            read: 3,
+            inserted: 2,
+            duplicates: 1,
+            ..Summary::default()
+        };
+        assert_eq!(ended(stored.clone(), Ended::Finished), Outcome::Completed);
+        let rejected = Summary {
+            rejected: 1,
+            ..stored.clone()
+        };
+        assert_eq!(ended(rejected, Ended::Finished), Outcome::Partial);
+        assert_eq!(ended(stored.clone(), Ended::Cancelled), Outcome::Cancelled);
+        let mut failed = stored;
+        failed.end(Ended::Failed("broken".into()), &[], now);
+        assert_eq!(
+            (failed.outcome, failed.error.as_deref()),
+            (Outcome::Failed, Some("broken"))
+        );
+    }
+}
