@@ -60,7 +60,9 @@ echo "history: no secrets (gitleaks)"
 
 say "infra/, azure.yaml, the azd hooks, Dockerfiles, workflows, dev container: offline checks (tests/infra, tests/hooks, tests/static)"
 ACTIONLINT="$(actionlint_path)"
-export ACTIONLINT
+# tests/infra runs daprd with a placeholder revision's settings.
+DAPRD="$(daprd_path)"
+export ACTIONLINT DAPRD
 CHECKOV_BIN="$(python_venv tools/requirements-checkov.txt)/bin/checkov" PATH="$VENV/bin:$PATH" \
   "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/infra tests/hooks tests/static
 

@@ -7,7 +7,7 @@
 //! cuts fall: every chunk holds only valid orders.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
 use common::order::Order;
@@ -28,7 +28,6 @@ pub enum Limit {
 pub struct Limits {
     orders: AtomicUsize,
     bytes: AtomicUsize,
-    lowered: [AtomicBool; 2],
 }
 
 impl Limits {
@@ -37,7 +36,6 @@ impl Limits {
         Self {
             orders: AtomicUsize::new(orders.max(1)),
             bytes: AtomicUsize::new(bytes),
-            lowered: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
 
@@ -51,16 +49,13 @@ impl Limits {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// Lowers `limit` to `at_most` (at least 1); whether this is the first time, which is
-    /// worth a warning.
+    /// Lowers `limit` to `at_most` (at least 1); whether it was higher.
     pub fn lower(&self, limit: Limit, at_most: usize) -> bool {
-        let (value, lowered) = match limit {
-            Limit::Orders => (&self.orders, &self.lowered[0]),
-            Limit::Bytes => (&self.bytes, &self.lowered[1]),
+        let value = match limit {
+            Limit::Orders => &self.orders,
+            Limit::Bytes => &self.bytes,
         };
-        let at_most = at_most.max(1);
-        value.fetch_min(at_most, Ordering::Relaxed) > at_most
-            && !lowered.swap(true, Ordering::Relaxed)
+        value.fetch_min(at_most.max(1), Ordering::Relaxed) > at_most.max(1)
     }
 }
 
@@ -237,11 +232,11 @@ mod tests {
     }
 
     #[test]
-    fn lowering_a_limit_says_only_the_first_time() {
+    fn a_limit_is_only_ever_lowered() {
         let limits = Limits::new(2000, 100);
         assert!(limits.lower(Limit::Orders, 1000));
-        assert!(!limits.lower(Limit::Orders, 500));
-        assert_eq!(limits.orders(), 500);
+        assert!(!limits.lower(Limit::Orders, 1500));
+        assert_eq!(limits.orders(), 1000);
         assert!(!limits.lower(Limit::Bytes, 100));
         assert!(limits.lower(Limit::Bytes, 50));
         assert_eq!(limits.bytes(), 50);

@@ -1,21 +1,22 @@
 //! What batch remembers of the current file between runs, until it restarts
 //! ([`FileProgress`]): which of its orders to send are settled (stored, or found stored
-//! with other content: never sent again for this file), and which are set aside because
+//! with other content: not sent again for this file), and which are set aside because
 //! they cannot be stored as things are, each span with its next attempt after a pause
 //! that doubles from [`FIRST_PAUSE`] up to [`MAX_PAUSE`]. A file whose every order to send
-//! is settled is done: later runs skip it until it changes. One bit an order, plus a few
+//! is settled is done: later runs skip it until it changes. A byte an order, plus a few
 //! bytes a span set aside.
 
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::source::{Digest, Stamp};
 
-/// The pause before a span that could not be stored is tried again the first time: one
+/// The pause before orders that could not be stored are tried again the first time: one
 /// tick of the default cron, so that a refusal that only looked permanent costs little.
 pub const FIRST_PAUSE: Duration = Duration::from_secs(10);
-/// The longest pause: a span that cannot be stored costs one refused request, and one log
+/// The longest pause: orders that cannot be stored cost one refused request, and one log
 /// line, at most this often.
 pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 
@@ -25,33 +26,60 @@ pub fn pause(attempts: u32) -> Duration {
     FIRST_PAUSE.saturating_mul(1 << doublings).min(MAX_PAUSE)
 }
 
-/// Orders that cannot be stored as things are, waiting for their next attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Orders that cannot be stored as things are, waiting for their next attempt; listed so
+/// in a run's summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SetAside {
-    /// The chunk they were sent in.
+    /// The chunk they were sent in, in the run that set them aside.
     pub chunk: usize,
-    /// The number of the first among the orders to send.
-    pub start: usize,
-    /// How many.
-    pub len: usize,
     /// The position in the file of the first.
-    pub first_position: u64,
-    /// How many attempts failed.
-    pub attempts: u32,
-    /// When they are tried again.
-    pub retry_at: Instant,
+    pub first: u64,
+    /// How many.
+    pub orders: usize,
     /// Why they could not be stored.
     pub reason: String,
-    /// What to change.
+    /// The setting, deployment or database to change.
     pub what_to_change: String,
-    /// Whether this run tried them again (the entry is replaced at its end).
+    /// How many attempts failed.
+    pub attempts: u32,
+    /// When they are tried again, in seconds from the end of the run that lists them.
+    pub next_attempt_in_secs: u64,
+    /// The number of the first among the orders to send.
+    #[serde(skip)]
+    pub start: usize,
+    #[serde(skip)]
+    retry_at: Instant,
+    /// Whether this run tried them again: the entry gives way at the run's end.
+    #[serde(skip)]
     retried: bool,
 }
 
 impl SetAside {
-    /// Whether the order numbered `number` is one of them.
-    pub fn holds(&self, number: usize) -> bool {
-        (self.start..self.start + self.len).contains(&number)
+    /// Orders `start..start + orders` (numbered among the orders to send) to set aside.
+    pub fn new(
+        chunk: usize,
+        start: usize,
+        orders: usize,
+        first: u64,
+        reason: String,
+        what_to_change: String,
+    ) -> Self {
+        Self {
+            chunk,
+            first,
+            orders,
+            reason,
+            what_to_change,
+            attempts: 0,
+            next_attempt_in_secs: 0,
+            start,
+            retry_at: Instant::now(),
+            retried: false,
+        }
+    }
+
+    fn overlaps(&self, start: usize, len: usize) -> bool {
+        self.start < start + len && start < self.start + self.orders
     }
 }
 
@@ -66,8 +94,6 @@ pub struct FileProgress {
     pub read: u64,
     /// Whether its problems were logged (once per file).
     pub problems_logged: bool,
-    /// Whether it was said that the file is skipped until it changes.
-    pub done_said: bool,
     settled: Vec<bool>,
     set_aside: Vec<SetAside>,
     new_set_aside: Vec<SetAside>,
@@ -81,24 +107,29 @@ impl FileProgress {
             stamp,
             read,
             problems_logged: false,
-            done_said: false,
             settled: vec![false; sendable],
             set_aside: Vec::new(),
             new_set_aside: Vec::new(),
         }
     }
 
-    /// What a run must skip: the orders settled, and the spans set aside whose pause is not
-    /// over at `now`.
-    pub fn skips(&self, now: Instant) -> Skips {
-        Skips {
-            settled: self.settled.clone(),
-            waiting: self
-                .set_aside
-                .iter()
-                .filter(|s| now < s.retry_at)
-                .cloned()
-                .collect(),
+    /// Whether the order numbered `number` is skipped as a run begins at `now`: `Some(true)`
+    /// when settled, `Some(false)` when set aside and its pause is not over.
+    pub fn skips(&self, now: Instant) -> impl Fn(usize) -> Option<bool> + Send + 'static {
+        let settled = self.settled.clone();
+        let waiting: Vec<(usize, usize)> = (self.set_aside.iter())
+            .filter(|s| now < s.retry_at)
+            .map(|s| (s.start, s.start + s.orders))
+            .collect();
+        move |number| {
+            let at = waiting.partition_point(|(_, end)| *end <= number);
+            match settled.get(number) {
+                Some(true) => Some(true),
+                _ => waiting
+                    .get(at)
+                    .filter(|(start, _)| *start <= number)
+                    .map(|_| false),
+            }
         }
     }
 
@@ -108,30 +139,29 @@ impl FileProgress {
         self.mark_retried(start, len);
     }
 
-    /// Sets the `len` orders from `start` aside; one attempt more than the spans they were
-    /// in before.
+    /// Sets orders aside, one attempt more than the spans they were in before; returns
+    /// the entry as it is kept.
     pub fn set_aside(&mut self, mut entry: SetAside) -> SetAside {
-        let before = self
-            .overlapping(entry.start, entry.len)
-            .map(|s| s.attempts)
-            .max();
-        entry.attempts = before.unwrap_or(0) + 1;
+        let overlapping = self
+            .set_aside
+            .iter()
+            .filter(|s| s.overlaps(entry.start, entry.orders));
+        entry.attempts = overlapping.map(|s| s.attempts).max().unwrap_or(0) + 1;
         entry.retry_at = Instant::now() + pause(entry.attempts);
-        entry.retried = false;
-        self.mark_retried(entry.start, entry.len);
+        self.mark_retried(entry.start, entry.orders);
         self.new_set_aside.push(entry.clone());
         entry
     }
 
-    /// At the end of a run: the spans it tried again give way to what it found.
-    pub fn end_run(&mut self) {
+    /// At the end of a run: the spans it tried again give way to what it found; returns
+    /// every span set aside, in file order, as of `now`.
+    pub fn end_run(&mut self, now: Instant) -> &[SetAside] {
         self.set_aside.retain(|s| !s.retried);
         self.set_aside.append(&mut self.new_set_aside);
         self.set_aside.sort_by_key(|s| s.start);
-    }
-
-    /// The spans set aside, in file order.
-    pub fn set_aside_spans(&self) -> &[SetAside] {
+        for span in &mut self.set_aside {
+            span.next_attempt_in_secs = span.retry_at.saturating_duration_since(now).as_secs();
+        }
         &self.set_aside
     }
 
@@ -140,70 +170,10 @@ impl FileProgress {
         self.settled.iter().all(|settled| *settled)
     }
 
-    fn overlapping(&self, start: usize, len: usize) -> impl Iterator<Item = &SetAside> {
-        self.set_aside
-            .iter()
-            .filter(move |s| s.start < start + len && start < s.start + s.len)
-    }
-
     fn mark_retried(&mut self, start: usize, len: usize) {
-        for entry in &mut self.set_aside {
-            if entry.start < start + len && start < entry.start + entry.len {
-                entry.retried = true;
-            }
+        for entry in self.set_aside.iter_mut().filter(|s| s.overlaps(start, len)) {
+            entry.retried = true;
         }
-    }
-}
-
-/// What a run skips, as it was when the run began.
-#[derive(Debug, Clone, Default)]
-pub struct Skips {
-    settled: Vec<bool>,
-    waiting: Vec<SetAside>,
-}
-
-/// Why an order is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// Settled by an earlier run.
-    Settled,
-    /// Set aside, waiting for its next attempt.
-    Waiting,
-}
-
-impl Skips {
-    /// Whether and why the order numbered `number` is skipped.
-    pub fn skip(&self, number: usize) -> Option<Skip> {
-        if self.settled.get(number) == Some(&true) {
-            return Some(Skip::Settled);
-        }
-        let at = self.waiting.partition_point(|s| s.start + s.len <= number);
-        self.waiting
-            .get(at)
-            .filter(|s| s.holds(number))
-            .map(|_| Skip::Waiting)
-    }
-}
-
-/// A span to set aside, before its attempts and pause are known.
-pub fn to_set_aside(
-    chunk: usize,
-    start: usize,
-    len: usize,
-    first_position: u64,
-    reason: String,
-    what_to_change: String,
-) -> SetAside {
-    SetAside {
-        chunk,
-        start,
-        len,
-        first_position,
-        attempts: 0,
-        retry_at: Instant::now(),
-        reason,
-        what_to_change,
-        retried: false,
     }
 }
 
@@ -220,7 +190,7 @@ mod tests {
     }
 
     fn aside(start: usize, len: usize) -> SetAside {
-        to_set_aside(
+        SetAside::new(
             0,
             start,
             len,
@@ -240,27 +210,22 @@ mod tests {
     async fn a_span_set_aside_again_counts_its_attempts_and_waits_longer() {
         let mut progress = file(10);
         progress.set_aside(aside(0, 4));
-        progress.end_run();
+        assert_eq!(progress.end_run(Instant::now())[0].next_attempt_in_secs, 10);
         let skips = progress.skips(Instant::now());
-        assert_eq!(skips.skip(3), Some(Skip::Waiting));
-        assert_eq!(skips.skip(4), None);
+        assert_eq!((skips(3), skips(4)), (Some(false), None));
         tokio::time::advance(FIRST_PAUSE).await;
-        assert_eq!(
-            progress.skips(Instant::now()).skip(0),
-            None,
-            "its pause is over"
-        );
+        assert_eq!(progress.skips(Instant::now())(0), None, "its pause is over");
         // Tried again in halves: one is stored, the other set aside a second time.
         progress.settle(0, 2);
         let second = progress.set_aside(aside(2, 2));
-        progress.end_run();
-        assert_eq!(second.attempts, 2);
-        assert_eq!(progress.set_aside_spans(), [second]);
+        let spans = progress.end_run(Instant::now()).to_vec();
+        assert_eq!(
+            (second.attempts, spans.len(), spans[0].next_attempt_in_secs),
+            (2, 1, 20)
+        );
         assert!(!progress.done());
-        progress.settle(2, 2);
-        progress.settle(4, 6);
-        progress.end_run();
-        assert!(progress.done() && progress.set_aside_spans().is_empty());
+        progress.settle(2, 8);
+        assert!(progress.end_run(Instant::now()).is_empty() && progress.done());
     }
 
     #[test]
@@ -268,10 +233,7 @@ mod tests {
         let mut progress = file(5);
         progress.settle(1, 2);
         let skips = progress.skips(Instant::now());
-        let skipped: Vec<Option<Skip>> = (0..5).map(|n| skips.skip(n)).collect();
-        assert_eq!(
-            skipped,
-            vec![None, Some(Skip::Settled), Some(Skip::Settled), None, None]
-        );
+        let skipped: Vec<Option<bool>> = (0..5).map(skips).collect();
+        assert_eq!(skipped, vec![None, Some(true), Some(true), None, None]);
     }
 }

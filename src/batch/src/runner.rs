@@ -1,15 +1,16 @@
 //! Runs, one at a time (a trigger that arrives during a run is answered at once and
 //! skipped), and the one way through a run: look at the file (one whose every order is
 //! settled is skipped once its digest says it is the same), read and judge it
-//! ([`crate::survey`]), cut the orders to send into chunks ([`crate::cut`]) on a blocking
-//! thread, send up to `CHUNKS_IN_FLIGHT` at once ([`crate::send`]), note what became of
-//! each in the file's progress ([`crate::progress`]) and the run's summary
-//! ([`crate::summary`]), and log the file's problems once and one summary line. A run
-//! that passes `RUN_DEADLINE_SECS` stops sending and leaves the rest for the next.
+//! ([`crate::survey`]), cut the orders to send into chunks ([`crate::cut`]) in short
+//! blocking steps, send up to `CHUNKS_IN_FLIGHT` at once while the next is cut
+//! ([`crate::send`]), note what became of each in the file's progress
+//! ([`crate::progress`]) and the run's summary ([`crate::summary`]), log the file's
+//! problems once and one summary line. A run that passes `RUN_DEADLINE_SECS` stops and
+//! leaves the rest for the next.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::order::Order;
 use common::wire::largest_order;
@@ -25,7 +26,7 @@ use crate::config::Settings;
 use crate::cut::{Chunk, Cutter, Limit, Limits};
 use crate::error::Error;
 use crate::outcome::ChunkOutcome;
-use crate::progress::{FileProgress, Skip, Skips, to_set_aside};
+use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Ended, Summary};
@@ -59,82 +60,36 @@ impl<S> Clone for Runner<S> {
     }
 }
 
-/// What became of a part of a chunk (the chunk, or a half of one refused as too large).
-struct Part {
-    span: Span,
-    outcome: ChunkOutcome,
-}
-
-/// Which orders a part holds.
-#[derive(Clone, Copy)]
-struct Span {
-    chunk: usize,
-    start: usize,
-    len: usize,
-    first_position: u64,
-}
-
-/// What became of one chunk: its parts, and how many of its orders were sent.
-struct Delivered {
-    len: usize,
-    submitted: usize,
-    parts: Vec<Part>,
-}
-
-/// How the sending of a file went.
-#[derive(Default)]
-struct Sent {
-    /// How the run ended, when not by running out of chunks.
-    ended: Option<Ended>,
-    /// Why the file could not be read to its end, when it could not.
-    failure: Option<Error>,
-    /// Orders in the chunks taken from the feed.
-    handed: u64,
-    /// Orders on their way when the run stopped.
-    abandoned: u64,
-    /// The feed, with what it skipped and the problems found.
-    feed: Option<Feed>,
-}
-
-/// The orders to send, cut into chunks on demand, one blocking step at a time: what
+/// The orders to send, cut into chunks on demand, one blocking step at a time; what
 /// earlier runs settled or set aside is skipped, and counted.
 struct Feed {
     survey: Survey,
     source: OrdersSource,
-    skips: Skips,
+    /// Whether an order (by its number) is settled (`true`) or waiting (`false`).
+    skip: Box<dyn Fn(usize) -> Option<bool> + Send>,
     cutter: Cutter,
-    /// The number of the next order among the orders to send.
-    number: usize,
     orders: Vec<(u64, Order)>,
     ready: VecDeque<Chunk>,
+    /// The number of the next order to send.
+    number: usize,
+    /// Orders handed out in chunks, settled by an earlier run, and set aside and waiting.
+    counts: [u64; 3],
     finished: bool,
-    /// Settled by an earlier run.
-    skipped: u64,
-    /// Set aside and still waiting.
-    waiting: u64,
     problems: Problems,
 }
 
 impl Feed {
     /// The next chunk, or `None` after the last. Blocks while it reads.
     fn next_chunk(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<Chunk>, Error> {
-        loop {
-            if let Some(chunk) = self.ready.pop_front() {
-                return Ok(Some(chunk));
-            }
-            if self.finished {
-                return Ok(None);
-            }
-            let (survey, source, problems) = (&mut self.survey, &self.source, &mut self.problems);
-            let more = survey.next_orders(source, keep_going, problems, &mut self.orders)?;
+        while self.ready.is_empty() && !self.finished {
+            let (survey, problems) = (&mut self.survey, &mut self.problems);
+            let more = survey.next_orders(&self.source, keep_going, problems, &mut self.orders)?;
             for (position, order) in self.orders.drain(..) {
                 self.number += 1;
-                match self.skips.skip(self.number - 1) {
-                    Some(Skip::Settled) => self.skipped += 1,
-                    Some(Skip::Waiting) => self.waiting += 1,
-                    None => self
-                        .ready
-                        .extend(self.cutter.push(self.number - 1, position, order)),
+                match (self.skip)(self.number - 1) {
+                    Some(true) => self.counts[1] += 1,
+                    Some(false) => self.counts[2] += 1,
+                    None => (self.ready).extend(self.cutter.push(self.number - 1, position, order)),
                 }
             }
             if !more {
@@ -142,7 +97,19 @@ impl Feed {
                 self.finished = true;
             }
         }
+        let chunk = self.ready.pop_front();
+        self.counts[0] += chunk.as_ref().map_or(0, |chunk| chunk.len() as u64);
+        Ok(chunk)
     }
+}
+
+/// What became of a part of a chunk: the chunk, or a half of one refused as too large.
+struct Part {
+    chunk: usize,
+    start: usize,
+    len: usize,
+    first: u64,
+    outcome: ChunkOutcome,
 }
 
 impl<S: OrderSink> Runner<S> {
@@ -173,7 +140,7 @@ impl<S: OrderSink> Runner<S> {
     /// Runs unless a run is in progress ([`Error::RunInProgress`] at once). The run goes
     /// on even if the caller stops waiting for it; [`Error::RunAborted`] when it panicked.
     pub async fn run(&self, trigger: &'static str) -> Result<Summary, Error> {
-        let Ok(memory) = Arc::clone(&self.memory).try_lock_owned() else {
+        let Ok(mut memory) = Arc::clone(&self.memory).try_lock_owned() else {
             tracing::info!(
                 trigger,
                 "run skipped: the previous run is still in progress"
@@ -198,23 +165,19 @@ impl<S: OrderSink> Runner<S> {
             orders.unsendable = Empty,
             otel.status_code = Empty,
         );
-        let task = tokio::spawn(
-            async move {
-                let mut memory = memory;
-                let started = Instant::now();
-                let mut summary = Summary::default();
-                let ended = runner.execute(&mut memory, &mut summary, started).await;
-                summary.duration_ms =
-                    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let spans = memory.as_ref().map_or(&[][..], |p| p.set_aside_spans());
-                summary.end(ended, spans, Instant::now());
-                summary.record_on(&tracing::Span::current());
-                summary.log(trigger);
-                summary
-            }
-            .instrument(span),
-        );
-        task.await.map_err(|error| {
+        let task = async move {
+            let (started, mut summary) = (Instant::now(), Summary::default());
+            let ended = runner.execute(&mut memory, &mut summary, started).await;
+            summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let spans = memory
+                .as_mut()
+                .map_or(&[][..], |p| p.end_run(Instant::now()));
+            summary.end(ended, spans);
+            summary.record_on(&tracing::Span::current());
+            summary.log(trigger);
+            summary
+        };
+        tokio::spawn(task.instrument(span)).await.map_err(|error| {
             tracing::error!(trigger, error = %error, "run aborted");
             Error::RunAborted
         })
@@ -228,32 +191,31 @@ impl<S: OrderSink> Runner<S> {
     ) -> Ended {
         let shared = &self.shared;
         let deadline = started + shared.settings.deadline;
-        let keep_going = {
-            let cancel = shared.cancel.clone();
-            move || !cancel.is_cancelled() && Instant::now() < deadline
-        };
+        let cancel = shared.cancel.clone();
+        let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
         let done = memory
             .as_ref()
             .filter(|p| p.done())
             .map(|p| (p.digest, p.stamp));
-        let (source, read) = (shared.source.clone(), shared.settings.read);
-        let going = keep_going.clone();
+        let (source, limits, going) = (
+            shared.source.clone(),
+            shared.settings.read,
+            keep_going.clone(),
+        );
         let looked = crate::blocking(move || -> Result<_, Error> {
             let (mut input, stamp) = source.open()?;
-            if let Some((digest, done_stamp)) = done
-                && done_stamp == stamp
+            if let Some((digest, at)) = done
+                && at == stamp
                 && source.digest(&mut *input, &going)? == digest
             {
                 return Ok((stamp, None));
             }
             let mut problems = Problems::default();
-            let survey = survey(&source, input, stamp.bytes, read, &going, &mut problems)?;
+            let survey = survey(&source, input, stamp.bytes, limits, &going, &mut problems)?;
             let same = done.is_some_and(|(digest, _)| digest == survey.digest);
             Ok((stamp, (!same).then_some((survey, problems))))
-        })
-        .await
-        .and_then(|looked| looked);
-        let (stamp, survey, problems) = match looked {
+        });
+        let (stamp, survey, problems) = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(&error, deadline),
             Ok((stamp, None)) => {
                 if let Some(progress) = memory.as_mut() {
@@ -280,78 +242,58 @@ impl<S: OrderSink> Runner<S> {
         let feed = Feed {
             survey,
             source: shared.source.clone(),
-            skips: progress.skips(Instant::now()),
+            skip: Box::new(progress.skips(Instant::now())),
             cutter: Cutter::new(Arc::clone(&shared.limits)),
-            number: 0,
             orders: Vec::new(),
             ready: VecDeque::new(),
+            number: 0,
+            counts: [0; 3],
             finished: false,
-            skipped: 0,
-            waiting: 0,
             problems,
         };
-        let sent = self
-            .deliver_all(feed, keep_going, progress, summary, deadline)
+        let (ended, feed, on_their_way) = self
+            .send_all(feed, keep_going, progress, summary, deadline)
             .await;
-        let (skipped, waiting) = sent
-            .feed
-            .as_ref()
-            .map_or((0, 0), |f| (f.skipped, f.waiting));
-        summary.skipped += skipped;
-        summary.unsendable += waiting;
-        // What was never cut into a chunk that was sent, or was on its way when the run
-        // stopped, is left for the next run.
-        summary.deferred +=
-            sent.abandoned + sendable.saturating_sub(skipped + waiting + sent.handed);
-        if let Some(feed) = &sent.feed
-            && !progress.problems_logged
-        {
+        let [handed, skipped, waiting] = feed.as_ref().map_or([0; 3], |feed| feed.counts);
+        (summary.skipped, summary.unsendable) = (skipped, summary.unsendable + waiting);
+        // What was never handed out in a chunk, or was on its way when the run stopped,
+        // is left for the next run.
+        summary.deferred += on_their_way + sendable.saturating_sub(handed + skipped + waiting);
+        if let Some(feed) = feed.filter(|_| !progress.problems_logged) {
             feed.problems.log();
             progress.problems_logged = true;
         }
-        progress.end_run();
-        let ended = match sent.ended {
-            Some(ended) => ended,
-            None => match sent.failure {
-                Some(error) => self.failed(&error, deadline),
-                None => Ended::Finished,
-            },
-        };
-        if ended == Ended::Finished && progress.done() && !progress.done_said {
+        let ended = ended.unwrap_or(Ended::Finished);
+        if ended == Ended::Finished && progress.done() {
             tracing::info!(file = %shared.source, "every order of the file is settled: later runs skip it until it changes");
-            progress.done_said = true;
         }
         ended
     }
 
     /// Sends the chunks `feed` cuts, up to `CHUNKS_IN_FLIGHT` at once while the next is
-    /// cut, noting what became of each, until the feed runs out, fails, order-processor
-    /// looks down, the run is cancelled or passes its deadline.
-    async fn deliver_all(
+    /// cut, noting what became of each, until the feed runs out or fails, order-processor
+    /// looks down, or the run is cancelled or passes its deadline. Returns how it ended
+    /// when not by running out, the feed, and the orders on their way when it stopped.
+    async fn send_all(
         &self,
         feed: Feed,
         keep_going: impl Fn() -> bool + Clone + Send + 'static,
         progress: &mut FileProgress,
         summary: &mut Summary,
         deadline: Instant,
-    ) -> Sent {
-        let health = Health::default();
-        let mut logged = Logged::default();
+    ) -> (Option<Ended>, Option<Feed>, u64) {
+        let (failures, mut logged) = (AtomicU32::new(0), Logged::default());
         let mut in_flight = FuturesUnordered::new();
-        let mut sent = Sent::default();
-        let (mut feed, mut cutting, mut open) = (Some(feed), None, true);
-        let mut on_their_way = 0u64;
+        let (mut feed, mut cutting, mut open, mut on_their_way) = (Some(feed), None, true, 0);
         let ended = loop {
-            let room = in_flight.len() < self.shared.settings.in_flight;
             if open
-                && room
                 && cutting.is_none()
+                && in_flight.len() < self.shared.settings.in_flight
                 && let Some(mut next) = feed.take()
             {
                 let going = keep_going.clone();
                 cutting = Some(Box::pin(crate::blocking(move || {
-                    let chunk = next.next_chunk(&going);
-                    (next, chunk)
+                    (next.next_chunk(&going), next)
                 })));
             }
             if cutting.is_none() && in_flight.is_empty() {
@@ -361,100 +303,96 @@ impl<S: OrderSink> Runner<S> {
                 biased;
                 () = self.shared.cancel.cancelled() => break Some(Ended::Cancelled),
                 () = tokio::time::sleep_until(deadline) => {
-                    tracing::warn!(
-                        deadline_secs = self.shared.settings.deadline.as_secs(),
-                        "the run passed its deadline (RUN_DEADLINE_SECS): what is not stored yet is left for the next run"
-                    );
+                    let deadline_secs = self.shared.settings.deadline.as_secs();
+                    tracing::warn!(deadline_secs, "the run passed its deadline (RUN_DEADLINE_SECS): what is not stored yet is left for the next run");
                     break None;
                 }
-                Some(delivered) = in_flight.next(), if !in_flight.is_empty() => {
-                    let delivered: Delivered = delivered;
-                    on_their_way -= delivered.len as u64;
-                    summary.submitted += delivered.submitted as u64;
-                    for part in delivered.parts {
+                Some((len, submitted, parts)) = in_flight.next(), if !in_flight.is_empty() => {
+                    on_their_way -= len;
+                    summary.submitted += submitted;
+                    for part in parts {
                         record(part, progress, summary, &mut logged);
                     }
-                    open &= !health.down.load(Ordering::Relaxed);
+                    open &= failures.load(Ordering::Relaxed) < DOWN_AFTER;
                 }
                 cut = async { cutting.as_mut()?.await.ok() }, if cutting.is_some() => {
                     cutting = None;
-                    let Some((next, chunk)) = cut else {
-                        open = false;
-                        continue;
-                    };
+                    let Some((chunk, next)) = cut else { break None };
                     feed = Some(next);
                     match chunk {
                         Ok(Some(chunk)) => {
-                            sent.handed += chunk.len() as u64;
                             on_their_way += chunk.len() as u64;
-                            in_flight.push(self.deliver(chunk, &health));
+                            in_flight.push(self.deliver(chunk, &failures));
                         }
                         Ok(None) => open = false,
-                        Err(error) => {
-                            open = false;
-                            sent.failure = Some(error);
-                        }
+                        // Stopped by the deadline: the branch above says so.
+                        Err(Error::Stopped) if !self.shared.cancel.is_cancelled() => break None,
+                        Err(error) => break Some(self.failed(&error, deadline)),
                     }
                 }
             }
         };
         logged.finish();
-        // A chunk being cut when the run stopped is not sent: it was never handed out.
+        // A chunk being cut when the run stopped is never handed out.
         if let Some(cutting) = cutting
-            && let Ok((next, _)) = cutting.await
+            && let Ok((Ok(Some(chunk)), mut next)) = cutting.await
         {
+            next.counts[0] -= chunk.len() as u64;
             feed = Some(next);
         }
-        sent.ended = ended;
-        sent.abandoned = on_their_way;
-        sent.feed = feed;
-        sent
+        (ended, feed, on_their_way)
     }
 
-    /// Sends a chunk, and its halves when it is too large.
-    async fn deliver(&self, chunk: Chunk, health: &Health) -> Delivered {
-        let mut delivered = Delivered {
-            len: chunk.len(),
-            submitted: 0,
-            parts: Vec::new(),
-        };
+    /// Sends a chunk, and its halves when it is too large: what became of each part, with
+    /// the chunk's size and how many of its orders were sent.
+    async fn deliver(&self, chunk: Chunk, failures: &AtomicU32) -> (u64, u64, Vec<Part>) {
+        let (len, mut submitted, mut parts) = (chunk.len() as u64, 0, Vec::new());
         let mut work = vec![chunk];
         while let Some(mut chunk) = work.pop() {
             let limits = &self.shared.limits;
             let over = chunk.len() > limits.orders() || chunk.size().largest() > limits.bytes();
-            let outcome = if health.down.load(Ordering::Relaxed) {
-                ChunkOutcome::RetryLater {
-                    reason: "order-processor looks down".to_owned(),
-                }
+            let outcome = if failures.load(Ordering::Relaxed) >= DOWN_AFTER {
+                let reason = "order-processor looks down".to_owned();
+                ChunkOutcome::RetryLater { reason }
             } else if over && chunk.len() > 1 {
                 // Cut before smaller limits were learnt: halved unsent.
                 work.extend(halves(chunk));
                 continue;
             } else {
                 if !chunk.sent_before {
-                    delivered.submitted += chunk.len();
-                    chunk.sent_before = true;
+                    (submitted, chunk.sent_before) = (submitted + chunk.len() as u64, true);
                 }
-                let outcome = self.submit(&chunk).await;
-                if let ChunkOutcome::TooLarge { limit, reason } = &outcome
-                    && chunk.len() > 1
-                {
-                    self.lower(&chunk, *limit, reason);
-                    work.extend(halves(chunk));
-                    continue;
+                match self.submit(&chunk).await {
+                    ChunkOutcome::TooLarge { limit, reason } if chunk.len() > 1 => {
+                        self.lower(&chunk, limit, &reason);
+                        work.extend(halves(chunk));
+                        continue;
+                    }
+                    outcome @ ChunkOutcome::Stored { .. } => {
+                        failures.store(0, Ordering::Relaxed);
+                        outcome
+                    }
+                    outcome @ ChunkOutcome::RetryLater { .. } => {
+                        if failures.fetch_add(1, Ordering::Relaxed) + 1 == DOWN_AFTER {
+                            tracing::warn!(
+                                "order-processor looks down: the orders not sent yet wait for the next run"
+                            );
+                        }
+                        outcome
+                    }
+                    outcome => outcome,
                 }
-                health.note(&outcome);
-                outcome
             };
-            let span = Span {
+            let (start, first) = (chunk.start, chunk.first_position());
+            parts.push(Part {
                 chunk: chunk.index,
-                start: chunk.start,
+                start,
                 len: chunk.len(),
-                first_position: chunk.first_position(),
-            };
-            delivered.parts.push(Part { span, outcome });
+                first,
+                outcome,
+            });
         }
-        delivered
+        (len, submitted, parts)
     }
 
     async fn submit(&self, chunk: &Chunk) -> ChunkOutcome {
@@ -468,13 +406,9 @@ impl<S: OrderSink> Runner<S> {
             inserted = Empty,
         );
         let traceparent = common::trace_context::traceparent(&span);
-        let body = chunk.body();
-        let outcome = self
-            .shared
-            .submitter
-            .submit(&body, chunk.len(), traceparent.as_deref())
-            .instrument(span.clone())
-            .await;
+        let (body, submitter) = (chunk.body(), &self.shared.submitter);
+        let submitting = submitter.submit(&body, chunk.len(), traceparent.as_deref());
+        let outcome = submitting.instrument(span.clone()).await;
         span.record("outcome", outcome.name());
         if let ChunkOutcome::Stored { inserted, .. } = outcome {
             span.record("inserted", inserted);
@@ -483,26 +417,28 @@ impl<S: OrderSink> Runner<S> {
     }
 
     /// Lowers the limit a chunk of several orders passed, so that the chunks cut after it
-    /// are smaller, and says the first time which setting to change.
+    /// are smaller, and says which setting to change.
     fn lower(&self, chunk: &Chunk, limit: Limit, reason: &str) {
-        let at_most = match limit {
-            Limit::Orders => chunk.len().div_ceil(2),
-            Limit::Bytes => (chunk.size().largest() / 2).max(largest_order().largest()),
+        let settings = &self.shared.settings;
+        let lowered = match limit {
+            Limit::Orders => self.shared.limits.lower(limit, chunk.len().div_ceil(2)),
+            Limit::Bytes => {
+                let half = (chunk.size().largest() / 2).max(largest_order().largest());
+                self.shared.limits.lower(limit, half)
+            }
         };
-        if !self.shared.limits.lower(limit, at_most) {
-            return;
-        }
         match limit {
+            _ if !lowered => {}
             Limit::Orders => tracing::warn!(
                 reason,
-                chunk_size = self.shared.settings.chunk_size,
+                chunk_size = settings.chunk_size,
                 "order-processor takes fewer orders per request than batch sends: chunks are \
                  split, and made smaller for as long as batch runs. Set CHUNK_SIZE of batch to \
                  at most MAX_ORDERS_PER_REQUEST of order-processor"
             ),
             Limit::Bytes => tracing::warn!(
                 reason,
-                chunk_bytes = self.shared.settings.chunk_bytes,
+                chunk_bytes = settings.chunk_bytes,
                 "a chunk was too large for order-processor or its sidecar: chunks are split, \
                  and made smaller for as long as batch runs. Lower CHUNK_BYTES of batch"
             ),
@@ -532,11 +468,13 @@ fn halves(chunk: Chunk) -> Vec<Chunk> {
 /// Notes what became of a part, in the file's progress and the run's summary.
 fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged: &mut Logged) {
     let Part {
-        span: part,
+        chunk,
+        start,
+        len,
+        first,
         outcome,
     } = part;
-    let len = part.len as u64;
-    match outcome {
+    let (reason, what_to_change) = match outcome {
         ChunkOutcome::Stored {
             inserted,
             unchanged,
@@ -545,92 +483,61 @@ fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged
             summary.inserted += inserted;
             summary.already_present += unchanged;
             summary.conflicts += conflicts.len() as u64;
-            progress.settle(part.start, part.len);
+            progress.settle(start, len);
             if !conflicts.is_empty() {
-                logged.line(|| {
-                    tracing::warn!(chunk = part.chunk, ids = ?conflicts, "orders already stored with different content were left unchanged");
-                });
+                logged.line(|| tracing::warn!(chunk, ids = ?conflicts, "orders already stored with different content were left unchanged"));
             }
+            return;
         }
         ChunkOutcome::RetryLater { reason } => {
-            summary.deferred += len;
-            logged.line(|| {
-                tracing::warn!(chunk = part.chunk, first = part.first_position, orders = len, reason = %reason, "chunk not stored; it is left for the next run");
-            });
+            summary.deferred += len as u64;
+            logged.line(|| tracing::warn!(chunk, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run"));
+            return;
         }
-        ChunkOutcome::TooLarge { limit, reason } => {
-            let what_to_change = match limit {
-                Limit::Orders => "order-processor refuses even one order per request: check its \
-                                  MAX_ORDERS_PER_REQUEST"
-                    .to_owned(),
-                Limit::Bytes => format!(
-                    "raise the request body limits of the sidecars and order-processor to at \
-                     least {} bytes, what the largest valid order takes",
-                    largest_order().largest()
-                ),
-            };
-            set_aside(part, reason, what_to_change, progress, summary, logged);
-        }
+        ChunkOutcome::TooLarge {
+            limit: Limit::Orders,
+            reason,
+        } => (
+            reason,
+            "order-processor refuses even one order per request: check its MAX_ORDERS_PER_REQUEST"
+                .to_owned(),
+        ),
+        ChunkOutcome::TooLarge {
+            limit: Limit::Bytes,
+            reason,
+        } => (
+            reason,
+            format!(
+                "raise the request body limits of the sidecars and order-processor to at least {} \
+                 bytes, what the largest valid order takes",
+                largest_order().largest()
+            ),
+        ),
         ChunkOutcome::CannotSend {
             reason,
             what_to_change,
-        } => set_aside(part, reason, what_to_change, progress, summary, logged),
-    }
-}
-
-fn set_aside(
-    part: Span,
-    reason: String,
-    what_to_change: String,
-    progress: &mut FileProgress,
-    summary: &mut Summary,
-    logged: &mut Logged,
-) {
-    summary.unsendable += part.len as u64;
-    let span = progress.set_aside(to_set_aside(
-        part.chunk,
-        part.start,
-        part.len,
-        part.first_position,
+        } => (reason, what_to_change),
+    };
+    summary.unsendable += len as u64;
+    let span = progress.set_aside(SetAside::new(
+        chunk,
+        start,
+        len,
+        first,
         reason,
         what_to_change,
     ));
     logged.line(|| {
         tracing::error!(
-            chunk = span.chunk,
-            first = span.first_position,
-            orders = span.len,
+            chunk,
+            first,
+            orders = len,
             reason = %span.reason,
             what_to_change = %span.what_to_change,
             attempts = span.attempts,
             "orders cannot be stored; they are set aside and tried again later"
         );
     });
-}
-
-/// Whether order-processor looks down: failures in a row, nothing stored in between.
-#[derive(Default)]
-struct Health {
-    failures: AtomicU32,
-    down: AtomicBool,
-}
-
-impl Health {
-    fn note(&self, outcome: &ChunkOutcome) {
-        match outcome {
-            ChunkOutcome::Stored { .. } => self.failures.store(0, Ordering::Relaxed),
-            ChunkOutcome::RetryLater { .. } => {
-                let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= DOWN_AFTER && !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        failures,
-                        "order-processor looks down: the orders not sent yet wait for the next run"
-                    );
-                }
-            }
-            ChunkOutcome::TooLarge { .. } | ChunkOutcome::CannotSend { .. } => {}
-        }
-    }
 }
 
 /// At most [`MAX_LISTED`] lines about sending per run; the rest are counted.

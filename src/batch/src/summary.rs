@@ -3,16 +3,16 @@
 //! ([`Summary::counts_add_up`]), and how the run ended.
 
 use serde::Serialize;
-use tokio::time::Instant;
 
 use crate::progress::SetAside;
 use crate::survey::MAX_LISTED;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Every order is stored as the file has it (now or by an earlier run).
+    #[default]
     Completed,
     /// The file is one whose every order was settled; nothing was read past its digest.
     Unchanged,
@@ -54,7 +54,7 @@ pub enum Ended {
 /// The figures of one run. Every order is counted once:
 /// `read = inserted + already_present + conflicts + rejected + duplicates + skipped +
 /// deferred + unsendable`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Summary {
     /// How the run ended.
     pub outcome: Outcome,
@@ -86,7 +86,7 @@ pub struct Summary {
     pub error: Option<String>,
     /// The spans that cannot be stored, why, and what to change (at most [`MAX_LISTED`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub unsendable_chunks: Vec<UnsendableChunk>,
+    pub unsendable_chunks: Vec<SetAside>,
     /// How many more spans cannot be stored.
     #[serde(skip_serializing_if = "is_zero")]
     pub unsendable_chunks_not_listed: u64,
@@ -94,47 +94,6 @@ pub struct Summary {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
-}
-
-/// Orders that cannot be stored as things are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct UnsendableChunk {
-    /// The chunk they were sent in, in the run that set them aside.
-    pub chunk: usize,
-    /// The position in the file of the first.
-    pub first: u64,
-    /// How many orders.
-    pub orders: usize,
-    /// What went wrong.
-    pub reason: String,
-    /// The setting, deployment or database to change.
-    pub what_to_change: String,
-    /// How many attempts failed.
-    pub attempts: u32,
-    /// When they are tried again, in seconds from the end of this run.
-    pub next_attempt_in_secs: u64,
-}
-
-impl Default for Summary {
-    fn default() -> Self {
-        Self {
-            outcome: Outcome::Completed,
-            read: 0,
-            submitted: 0,
-            inserted: 0,
-            already_present: 0,
-            conflicts: 0,
-            rejected: 0,
-            duplicates: 0,
-            skipped: 0,
-            deferred: 0,
-            unsendable: 0,
-            duration_ms: 0,
-            error: None,
-            unsendable_chunks: Vec::new(),
-            unsendable_chunks_not_listed: 0,
-        }
-    }
 }
 
 impl Summary {
@@ -151,23 +110,11 @@ impl Summary {
                 + self.unsendable
     }
 
-    /// Decides the outcome, and lists the spans set aside as of `now`.
-    pub fn end(&mut self, ended: Ended, set_aside: &[SetAside], now: Instant) {
-        for span in set_aside {
-            if self.unsendable_chunks.len() < MAX_LISTED {
-                self.unsendable_chunks.push(UnsendableChunk {
-                    chunk: span.chunk,
-                    first: span.first_position,
-                    orders: span.len,
-                    reason: span.reason.clone(),
-                    what_to_change: span.what_to_change.clone(),
-                    attempts: span.attempts,
-                    next_attempt_in_secs: span.retry_at.saturating_duration_since(now).as_secs(),
-                });
-            } else {
-                self.unsendable_chunks_not_listed += 1;
-            }
-        }
+    /// Decides the outcome, and lists the spans set aside.
+    pub fn end(&mut self, ended: Ended, set_aside: &[SetAside]) {
+        let listed = set_aside.len().min(MAX_LISTED);
+        self.unsendable_chunks = set_aside[..listed].to_vec();
+        self.unsendable_chunks_not_listed = (set_aside.len() - listed) as u64;
         let clean = self.rejected + self.conflicts + self.deferred + self.unsendable == 0;
         self.outcome = match ended {
             Ended::Cancelled => Outcome::Cancelled,
@@ -263,10 +210,9 @@ mod tests {
 
     #[test]
     fn a_run_is_completed_only_when_every_order_is_stored_as_the_file_has_it() {
-        let now = Instant::now();
         let ended = |summary: Summary, how| {
             let mut summary = summary;
-            summary.end(how, &[], now);
+            summary.end(how, &[]);
             summary.outcome
         };
         let stored = Summary {
@@ -283,7 +229,7 @@ mod tests {
         assert_eq!(ended(rejected, Ended::Finished), Outcome::Partial);
         assert_eq!(ended(stored.clone(), Ended::Cancelled), Outcome::Cancelled);
         let mut failed = stored;
-        failed.end(Ended::Failed("broken".into()), &[], now);
+        failed.end(Ended::Failed("broken".into()), &[]);
         assert_eq!(
             (failed.outcome, failed.error.as_deref()),
             (Outcome::Failed, Some("broken"))

@@ -223,6 +223,49 @@ impl Stack {
         self.batch_env.push((key.to_owned(), value.to_owned()));
     }
 
+    /// Sets a variable of order-processor's environment for the next
+    /// [`Stack::start_order_processor`].
+    pub fn set_order_processor_env(&mut self, key: &str, value: &str) {
+        self.op_env.retain(|(k, _)| k != key);
+        self.op_env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Stops `app` (`batch` or `order-processor`) and starts it again with the
+    /// environment set since, and waits until it is ready.
+    pub async fn restart(&mut self, app: &'static str) {
+        self.kill(app);
+        if app == "batch" {
+            self.start_batch();
+        } else {
+            self.start_order_processor();
+        }
+        self.wait_ready(app).await;
+    }
+
+    /// Holds every write to the orders table (a `SHARE` lock in an open transaction;
+    /// reads go on) until the guard is released or dropped: a stalled database, and a
+    /// gate that keeps a run going while a test acts.
+    pub async fn hold_writes(&self) -> WritesHeld {
+        let mut conn = self.admin().await;
+        sqlx::raw_sql("BEGIN; LOCK TABLE app.orders IN SHARE MODE")
+            .execute(&mut conn)
+            .await
+            .expect("lock app.orders");
+        WritesHeld(Some(conn))
+    }
+
+    /// How many statements are waiting to write orders (on the lock of
+    /// [`Stack::hold_writes`]).
+    pub async fn writes_waiting(&self) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+             AND query LIKE 'INSERT INTO app.orders%' AND datname = current_database()",
+        )
+        .fetch_one(&mut self.admin().await)
+        .await
+        .expect("pg_stat_activity")
+    }
+
     fn spawn_app(&mut self, name: &'static str, env: &[(String, String)]) {
         let log = self.log_file(name);
         let child = Command::new(binaries(self.release).join(name))
@@ -368,6 +411,40 @@ impl Stack {
             .expect("trigger a run");
         assert!(response.status().is_success(), "run: {}", response.status());
         response.json().await.expect("run summary")
+    }
+
+    /// Starts a run (as [`Stack::run_now`] does) and returns at once: its summary comes
+    /// through the handle, or `None` when the call failed (batch stopped meanwhile).
+    pub fn start_run(&self) -> tokio::task::JoinHandle<Option<serde_json::Value>> {
+        let url = format!(
+            "http://127.0.0.1:{}/v1.0/invoke/batch/method/runs",
+            self.batch.http
+        );
+        let client = self.sidecar_client();
+        tokio::spawn(async move { client.post(url).send().await.ok()?.json().await.ok() })
+    }
+
+    /// Runs batch now, again and again, until the table holds `count` orders.
+    pub async fn run_until_stored(&self, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while self.stored().await.len() < count {
+            assert!(
+                Instant::now() < deadline,
+                "not every order stored:\n{}",
+                tail(&self.log("batch"), 30)
+            );
+            self.run_now().await;
+        }
+    }
+
+    /// Waits until `count` statements wait on [`Stack::hold_writes`]: a run is under way.
+    pub async fn wait_for_waiting_writes(&self, count: i64) {
+        self.wait_until(
+            "writes waiting on the lock",
+            Duration::from_secs(60),
+            || async { self.writes_waiting().await >= count },
+        )
+        .await;
     }
 
     /// batch's run summaries so far, as JSON objects.
@@ -551,6 +628,21 @@ impl Stack {
                 tail(&self.log("order-processor"), 30)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Writes held by [`Stack::hold_writes`].
+pub struct WritesHeld(Option<sqlx::PgConnection>);
+
+impl WritesHeld {
+    /// Lets the writes go on.
+    pub async fn release(mut self) {
+        if let Some(mut conn) = self.0.take() {
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut conn)
+                .await
+                .expect("unlock app.orders");
         }
     }
 }

@@ -105,76 +105,55 @@ async fn invalid_orders_sent_through_the_sidecars_are_refused_with_reasons() {
     assert!(stack.stored().await.iter().all(|row| row.0 < 900));
 }
 
+/// Runs are triggered by the test, never by a tick.
+fn on_demand(orders: String, chunk_size: usize) -> StackOptions {
+    StackOptions {
+        schedule: "@every 1h".to_owned(),
+        ..StackOptions::every_second(orders, chunk_size)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stopping_order_processor_during_a_run_loses_and_duplicates_nothing() {
-    let total = 6000;
-    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 20)).await;
-    stack
-        .wait_until("the first rows", PATIENCE, || async {
-            !stack.stored().await.is_empty()
-        })
-        .await;
-    let before = stack.stored().await.len();
-    assert!(
-        before < total as usize,
-        "the run finished before order-processor could be stopped"
-    );
-
+    let total = 600;
+    let mut stack = Stack::start(on_demand(orders_json(1, total), 20)).await;
+    // Writes are held, so the run is surely under way when order-processor goes.
+    let held = stack.hold_writes().await;
+    let run = stack.start_run();
+    stack.wait_for_waiting_writes(1).await;
     stack.kill("order-processor");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    held.release().await;
+    let first = run.await.unwrap().expect("the run's summary");
+    assert!(first["deferred"].as_u64() > Some(0), "{first}");
+    assert!(first["outcome"] == "partial", "{first}");
+
     stack.start_order_processor();
     stack.wait_ready("order-processor").await;
-
-    stack
-        .wait_until("every order stored", PATIENCE, || async {
-            stack.stored().await.len() >= total as usize
-        })
-        .await;
-    let settled = runs(&stack);
-    stack
-        .wait_until("two more ticks", PATIENCE, || async {
-            runs(&stack) >= settled + 2
-        })
-        .await;
+    stack.run_until_stored(total as usize).await;
     assert_eq!(stack.stored().await, expected_rows(1, total));
-    assert!(
-        stack
-            .summaries()
-            .iter()
-            .any(|s| s["deferred"].as_u64() > Some(0)),
-        "no run saw order-processor stopped:\n{}",
-        stack.log("batch")
-    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batch_stops_within_the_grace_period_mid_run_and_the_next_run_completes_the_file() {
-    let total = 20_000;
-    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 10)).await;
-    stack
-        .wait_until("a tick skipped during a run", PATIENCE, || async {
-            stack
-                .log("batch")
-                .contains("run skipped: the previous run is still in progress")
-        })
-        .await;
+    let total = 2000;
+    let mut stack = Stack::start(on_demand(orders_json(1, total), 10)).await;
+    let held = stack.hold_writes().await;
+    let run = stack.start_run();
+    stack.wait_for_waiting_writes(1).await;
 
     let took = stack.terminate("batch");
     assert!(took < Duration::from_secs(5), "batch took {took:?} to stop");
     let log = stack.log("batch");
     assert!(log.contains(r#""outcome":"cancelled""#), "{log}");
-    let stored = stack.stored().await.len();
-    assert!(
-        stored < total as usize,
-        "the run finished before it could be stopped"
-    );
+    // The trigger that started the run is answered within the grace period, if at all.
+    if let Some(summary) = run.await.unwrap() {
+        assert_eq!(summary["outcome"], "cancelled", "{summary}");
+    }
+    held.release().await;
 
     stack.start_batch();
-    stack
-        .wait_until("every order stored", Duration::from_secs(180), || async {
-            stack.stored().await.len() >= total as usize
-        })
-        .await;
+    stack.wait_ready("batch").await;
+    stack.run_until_stored(total as usize).await;
     assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 

@@ -10,69 +10,183 @@ use testkit::stack::{Stack, StackOptions, expected_rows, orders_json};
 
 const PATIENCE: Duration = Duration::from_secs(120);
 
-fn deferred_runs(stack: &Stack) -> usize {
+/// Runs are triggered by the test, never by a tick.
+fn on_demand(orders: String, chunk_size: usize) -> StackOptions {
+    StackOptions {
+        schedule: "@every 1h".to_owned(),
+        ..StackOptions::every_second(orders, chunk_size)
+    }
+}
+
+/// The owner of the orders table: order-processor's role, which its migrations made it.
+async fn app_role(stack: &Stack) -> String {
+    sqlx::query_scalar(
+        "SELECT tableowner::text FROM pg_tables WHERE schemaname = 'app' AND tablename = 'orders'",
+    )
+    .fetch_one(&mut stack.admin().await)
+    .await
+    .unwrap()
+}
+
+/// The database refuses the statement for good (`break_it`); batch sets the chunk aside
+/// naming the SQLSTATE, sends it once, waits out its pause; once `fix_it` runs, every
+/// order is stored.
+async fn a_permanent_refusal_is_set_aside_and_stored_once_fixed(
+    break_it: &str,
+    fix_it: &str,
+    sqlstate: &str,
+) {
+    let total = 50;
+    let stack = Stack::start(on_demand(orders_json(1, total), 100)).await;
+    let role = app_role(&stack).await;
+    let admin = |sql: &str| sql.replace("{role}", &role);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(admin(break_it)))
+        .execute(&mut stack.admin().await)
+        .await
+        .unwrap();
+
+    let first = stack.run_now().await;
+    assert_eq!(
+        (first["unsendable"].as_u64(), first["deferred"].as_u64()),
+        (Some(50), Some(0)),
+        "{first}"
+    );
+    let unsent = &first["unsendable_chunks"][0];
+    let reason = unsent["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("SQLSTATE {sqlstate}")), "{unsent}");
+    assert!(
+        unsent["what_to_change"]
+            .as_str()
+            .unwrap()
+            .contains("privileges"),
+        "{unsent}"
+    );
+    let refusals = || {
+        stack
+            .log("order-processor")
+            .matches("it is not retried")
+            .count()
+    };
+    assert_eq!(refusals(), 1, "batch sent the refused chunk again");
+    let waiting = stack.run_now().await;
+    assert_eq!(
+        (
+            waiting["submitted"].as_u64(),
+            waiting["unsendable"].as_u64()
+        ),
+        (Some(0), Some(50)),
+        "{waiting}"
+    );
+
+    sqlx::raw_sql(sqlx::AssertSqlSafe(admin(fix_it)))
+        .execute(&mut stack.admin().await)
+        .await
+        .unwrap();
     stack
-        .summaries()
-        .iter()
-        .filter(|s| s["deferred"].as_u64() > Some(0))
-        .count()
+        .wait_until("its pause over, every order stored", PATIENCE, || async {
+            stack.run_now().await;
+            stack.stored().await.len() == total as usize
+        })
+        .await;
+    assert_eq!(stack.stored().await, expected_rows(1, total));
+    assert_eq!(refusals(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revoked_privilege_is_refused_for_good_named_and_not_retried() {
+    a_permanent_refusal_is_set_aside_and_stored_once_fixed(
+        "REVOKE INSERT ON app.orders FROM \"{role}\"",
+        "GRANT INSERT ON app.orders TO \"{role}\"",
+        "42501",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_table_is_refused_for_good_named_and_not_retried() {
+    a_permanent_refusal_is_set_aside_and_stored_once_fixed(
+        "ALTER TABLE app.orders RENAME TO orders_away",
+        "ALTER TABLE app.orders_away RENAME TO orders",
+        "42P01",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_database_gets_no_chunk_twice_and_every_order_is_counted_once() {
+    let total = 300;
+    let mut options = on_demand(orders_json(1, total), 100);
+    options
+        .batch_env
+        .push(("CHUNKS_IN_FLIGHT".to_owned(), "1".to_owned()));
+    let stack = Stack::start(options).await;
+    let held = stack.hold_writes().await;
+    let run = stack.start_run();
+    stack.wait_for_waiting_writes(1).await;
+    // Stalled for 3 s (each try of the sidecar's policy may take 5 s): batch waits for the
+    // answer, and never sends the chunk again while its first attempt is still writing.
+    let mut most = 0;
+    for _ in 0..30 {
+        most = most.max(stack.writes_waiting().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(most, 1, "a chunk was sent again while it was being written");
+    held.release().await;
+    let summary = run.await.unwrap().expect("the run's summary");
+    assert_eq!(summary["outcome"], "completed", "{summary}");
+    assert_eq!(
+        (
+            summary["inserted"].as_u64(),
+            summary["already_present"].as_u64()
+        ),
+        (Some(300), Some(0))
+    );
+    assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_stopped_during_a_run_and_started_again_loses_and_duplicates_nothing() {
-    let total = 6000;
+    let total = 600;
     let server = PrivateServer::start().await;
     let db = TestDb::create_on(&server.admin_url()).await;
-    let stack = Stack::start_on(StackOptions::every_second(orders_json(1, total), 20), db).await;
-    stack
-        .wait_until("the first rows", PATIENCE, || async {
-            !stack.stored().await.is_empty()
-        })
-        .await;
-
+    let options = StackOptions {
+        schedule: "@every 1h".to_owned(),
+        ..StackOptions::every_second(orders_json(1, total), 20)
+    };
+    let stack = Stack::start_on(options, db).await;
+    // Writes are held, so the run is surely under way when the database goes.
+    let held = stack.hold_writes().await;
+    let run = stack.start_run();
+    stack.wait_for_waiting_writes(1).await;
     server.stop().await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(held);
+    let first = run.await.unwrap().expect("the run's summary");
     server.start_again().await;
 
-    stack
-        .wait_until("every order stored", PATIENCE, || async {
-            stack.stored().await.len() >= total as usize
-        })
-        .await;
+    stack.run_until_stored(total as usize).await;
     assert_eq!(stack.stored().await, expected_rows(1, total));
-    assert!(
-        deferred_runs(&stack) > 0,
-        "no run saw the database down:\n{}",
-        stack.log("batch")
-    );
+    assert!(first["deferred"].as_u64() > Some(0), "{first}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn order_processor_sidecar_restarted_during_a_run_loses_and_duplicates_nothing() {
-    let total = 6000;
-    let mut stack = Stack::start(StackOptions::every_second(orders_json(1, total), 20)).await;
-    stack
-        .wait_until("the first rows", PATIENCE, || async {
-            !stack.stored().await.is_empty()
-        })
-        .await;
-
+    let total = 600;
+    let options = StackOptions {
+        schedule: "@every 1h".to_owned(),
+        ..StackOptions::every_second(orders_json(1, total), 20)
+    };
+    let mut stack = Stack::start(options).await;
+    let held = stack.hold_writes().await;
+    let run = stack.start_run();
+    stack.wait_for_waiting_writes(1).await;
     stack.kill("order-processor-daprd");
-    let at_the_kill = stack.stored().await.len();
-    assert!(
-        at_the_kill < total as usize,
-        "the run finished before the sidecar was killed"
-    );
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    held.release().await;
+    let first = run.await.unwrap().expect("the run's summary");
+    assert!(first["deferred"].as_u64() > Some(0), "{first}");
     stack.start_sidecar("order-processor");
+    stack.wait_ready("order-processor").await;
 
-    // Calls fail while it is away: the retries of batch's sidecar, then batch's own, then
-    // the next tick carry the run on.
-    stack
-        .wait_until("every order stored", PATIENCE, || async {
-            stack.stored().await.len() >= total as usize
-        })
-        .await;
+    stack.run_until_stored(total as usize).await;
     assert_eq!(stack.stored().await, expected_rows(1, total));
 }
 
