@@ -218,9 +218,11 @@ class Smoke:
         if outcome not in ("completed", "unchanged"):
             return False
         read, inserted, present = counts(latest)
+        # Copies of an order the file gives the same way more than once are stored once.
+        duplicates = latest.get("duplicates", 0) if isinstance(latest.get("duplicates"), int) else 0
         self.out.say(f"orders: latest run: {describe(latest)}")
         if outcome == "completed":
-            if inserted + present != read:
+            if inserted + present + duplicates != read:
                 raise HookFailure(
                     f"batch's run completed but stored {inserted + present} of {read} orders: {json.dumps(latest)}",
                     "batch's logs name each order it could not store:\n"
@@ -228,9 +230,17 @@ class Smoke:
                 )
             self.out.say(f"orders: stored: all {read} orders of the file are in the database ({inserted} new, {present} already there)")
             return True
-        stored = [s for s in summaries if s.get("outcome") == "completed"]
-        if stored:
-            self.out.say(f"orders: the run that stored them: {describe(stored[-1])}")
+        settling = [s for s in summaries if s.get("outcome") not in ("unchanged", None)]
+        if settling and settling[-1].get("outcome") != "completed":
+            # A file is skipped once nothing of it is left to retry, also when orders of it
+            # were rejected or in conflict: then not every order is stored.
+            raise HookFailure(
+                f"batch skips the file, but the run that settled it did not store every order: {describe(settling[-1])}",
+                "batch's logs name each order it could not store:\n"
+                f"  az containerapp logs show --name {self.batch} --resource-group {self.group} --type console --tail 100",
+            )
+        if settling:
+            self.out.say(f"orders: the run that stored them: {describe(settling[-1])}")
         self.out.say(f"orders: stored: the file ({read} orders) was stored completely by an earlier run; nothing was left to send")
         return True
 
@@ -245,7 +255,7 @@ def counts(summary: Dict[str, Any]) -> Tuple[int, int, int]:
 
 def describe(summary: Dict[str, Any]) -> str:
     """A summary, readably."""
-    fields = ("read", "inserted", "already_present", "conflicts", "rejected", "skipped", "deferred")
+    fields = ("read", "inserted", "already_present", "conflicts", "rejected", "duplicates", "skipped", "deferred")
     figures = ", ".join(f"{field.replace('_', ' ')} {summary.get(field, '?')}" for field in fields)
     return f"outcome {summary.get('outcome', '?')} at {summary.get('timestamp', '?')}: {figures}"
 
@@ -311,6 +321,9 @@ def smoke_test(out: Output) -> None:
     batch, processor = smoke.wait_until_ready()
     smoke.check_batch_run(batch)
     out.say(f"OK: {batch.label} and {processor.label} are running and healthy, and batch's orders are stored")
+    workbook = os.environ.get("AZURE_WORKBOOK_URL", "").strip()
+    if workbook:
+        out.say(f"dashboard (runs, requests, errors, slowest traces): {workbook}")
 
 
 def main() -> int:

@@ -138,6 +138,28 @@ def test_a_file_stored_by_an_earlier_run_passes(azure, tools):
     assert "was stored completely by an earlier run" in result.stdout
 
 
+def test_a_file_settled_with_rejected_orders_fails_though_batch_skips_it(azure, tools):
+    settled = summary("partial", inserted=9, rejected=1)
+    azure.on("GET", LOG_STREAM, [stream(settled, summary("unchanged", inserted=0, submitted=0))],
+             token=LOG_STREAM_TOKEN)
+
+    result = run_hook("postdeploy.py", azure, tools, ENV)
+
+    assert result.returncode == 1
+    assert "the run that settled it did not store every order" in result.stderr
+    assert "rejected 1" in result.stderr
+
+
+def test_copies_of_an_order_count_as_stored_and_the_dashboard_is_named(azure, tools):
+    azure.on("GET", LOG_STREAM, [stream(summary(inserted=9, duplicates=1))], token=LOG_STREAM_TOKEN)
+    url = "https://portal.azure.com/#resource/workbooks/abc"
+
+    result = run_hook("postdeploy.py", azure, tools, {**ENV, "AZURE_WORKBOOK_URL": url})
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"dashboard (runs, requests, errors, slowest traces): {url}" in result.stdout
+
+
 def test_waits_for_a_run_while_there_is_none_or_it_is_partial(azure, tools):
     azure.on("GET", f"{app_path(BATCH)}/revisions/{BATCH_REVISION}/replicas",
              [Reply(body={"value": []}), Reply(body={"value": [{"name": REPLICA}]})])
