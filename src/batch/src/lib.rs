@@ -22,18 +22,17 @@ pub mod survey;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Json, Router, middleware};
 use common::dapr::{AppApiToken, Sidecar};
+use serde_json::json;
 use tower_http::trace::TraceLayer;
 
 pub use config::{Config, MAX_CHUNK_SIZE, Settings};
 pub use error::Error;
 use runner::Runner;
 use send::{DaprSink, OrderSink};
-use summary::Summary;
 
 /// What the request handlers share.
 pub struct AppState<S> {
@@ -47,10 +46,11 @@ pub struct AppState<S> {
 
 impl<S> Clone for AppState<S> {
     fn clone(&self) -> Self {
+        let (sidecar, app_api_token) = (self.sidecar.clone(), self.app_api_token.clone());
         Self {
             runner: self.runner.clone(),
-            sidecar: self.sidecar.clone(),
-            app_api_token: self.app_api_token.clone(),
+            sidecar,
+            app_api_token,
         }
     }
 }
@@ -64,22 +64,18 @@ pub struct App {
 impl App {
     /// Builds the clients and the routes.
     pub fn build(config: &Config) -> anyhow::Result<Self> {
-        let sidecar = Sidecar::new(
-            config.dapr_http_port,
-            config.dapr_api_token.clone(),
-            config.invoke_timeout,
-        )?;
+        let token = config.dapr_api_token.clone();
+        let sidecar = Sidecar::new(config.dapr_http_port, token, config.invoke_timeout)?;
         let sink = DaprSink::new(sidecar.clone(), config.target_app_id.clone());
         let runner = Runner::new(sink, config.source.clone(), config.settings);
+        let app_api_token = AppApiToken::new(config.app_api_token.clone());
         let state = AppState {
             runner: runner.clone(),
             sidecar,
-            app_api_token: AppApiToken::new(config.app_api_token.clone()),
+            app_api_token,
         };
-        Ok(Self {
-            router: router(state, &config.cron_binding),
-            runner,
-        })
+        let router = router(state, &config.cron_binding);
+        Ok(Self { router, runner })
     }
 
     /// Serves on `listener` until `shutdown` completes. Then the run in progress stops
@@ -90,19 +86,13 @@ impl App {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let runner = self.runner.clone();
+        let (runner, grace) = (self.runner.clone(), common::shutdown::GRACE_PERIOD);
         let shutdown = async move {
             shutdown.await;
             runner.cancel();
         };
-        common::shutdown::serve(
-            listener,
-            self.router,
-            shutdown,
-            common::shutdown::GRACE_PERIOD,
-        )
-        .await?;
-        if tokio::time::timeout(common::shutdown::GRACE_PERIOD, self.runner.idle())
+        common::shutdown::serve(listener, self.router, shutdown, grace).await?;
+        if tokio::time::timeout(grace, self.runner.idle())
             .await
             .is_err()
         {
@@ -116,15 +106,15 @@ impl App {
 /// The routes: the cron binding's and the manual trigger (with the sidecar's token only,
 /// when there is one) and the health checks.
 pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
-    let triggers = Router::new()
-        .route(&format!("/{cron_binding}"), post(cron::<S>))
-        .route("/runs", post(manual::<S>))
-        .route_layer(middleware::from_fn_with_state(
-            state.app_api_token.clone(),
-            AppApiToken::check,
-        ));
-    triggers
-        .route("/healthz", get(healthz))
+    let guard = middleware::from_fn_with_state(state.app_api_token.clone(), AppApiToken::check);
+    Router::new()
+        .route(&format!("/{cron_binding}"), post(trigger::<S, true>))
+        .route("/runs", post(trigger::<S, false>))
+        .route_layer(guard)
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "alive" })) }),
+        )
         .route("/readyz", get(readyz::<S>))
         // Failures are logged where they happen, with their cause.
         .layer(
@@ -136,39 +126,29 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
         .with_state(state)
 }
 
-/// A tick of the cron binding. Answered 200 with the run's summary, also when the tick is
-/// skipped because a run is in progress (on purpose: any other answer is an error to
-/// daprd); 500 when the run ended abnormally.
-async fn cron<S: OrderSink>(State(state): State<AppState<S>>) -> Response {
-    match state.runner.run("cron").await {
+/// A run: its summary; 500 when it ended abnormally. A tick of the cron binding (`CRON`)
+/// that comes during a run is answered 200 and skipped (any other answer is an error to
+/// daprd), a run on demand 409.
+async fn trigger<S: OrderSink, const CRON: bool>(State(state): State<AppState<S>>) -> Response {
+    match state.runner.run(if CRON { "cron" } else { "manual" }).await {
         Ok(summary) => Json(summary).into_response(),
-        Err(Error::RunInProgress) => {
-            Json(serde_json::json!({ "skipped": "a run is in progress" })).into_response()
+        Err(Error::RunInProgress) if CRON => {
+            Json(json!({ "skipped": "a run is in progress" })).into_response()
         }
         Err(error) => error.into_response(),
     }
-}
-
-/// A run on demand: its summary; 409 when one is in progress, 500 when the run ended
-/// abnormally.
-async fn manual<S: OrderSink>(State(state): State<AppState<S>>) -> Result<Json<Summary>, Error> {
-    state.runner.run("manual").await.map(Json)
-}
-
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "alive" }))
 }
 
 async fn readyz<S: OrderSink>(
     State(state): State<AppState<S>>,
 ) -> (StatusCode, Json<serde_json::Value>) {
     match state.sidecar.outbound_health().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "sidecar": "ok" }))),
+        Ok(()) => (StatusCode::OK, Json(json!({ "sidecar": "ok" }))),
         Err(error) => {
             tracing::warn!(%error, "not ready: sidecar");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({ "sidecar": "unavailable" })),
+                Json(json!({ "sidecar": "unavailable" })),
             )
         }
     }
@@ -182,12 +162,9 @@ pub(crate) fn blocking<T: Send + 'static>(
 ) -> impl Future<Output = Result<T, Error>> {
     let task = tokio::task::spawn_blocking(work);
     async move {
-        match task.await {
-            Ok(value) => Ok(value),
-            Err(error) => match error.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => Err(Error::Stopped),
-            },
-        }
+        task.await.map_err(|error| match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(_) => Error::Stopped,
+        })
     }
 }

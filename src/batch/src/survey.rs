@@ -142,9 +142,10 @@ pub fn survey(
         if !keep_going() {
             return Err(Error::Stopped);
         }
-        let more =
-            elements.next_block(|position, raw| match decode_order(position as usize, raw) {
-                Ok(order) => {
+        let more = elements.next_block(|position, json| {
+            match decode_order(position as usize, json) {
+                None => return false,
+                Some(Ok(order)) => {
                     valid.push(true);
                     keys.push((order.orderid(), content_hash(&order)));
                     if let Some(kept) = &mut held {
@@ -155,18 +156,16 @@ pub fn survey(
                         }
                     }
                 }
-                Err(errors) => {
+                Some(Err(errors)) => {
                     valid.push(false);
                     invalid += 1;
-                    keys.extend(
-                        errors
-                            .iter()
-                            .find_map(|e| e.orderid)
-                            .map(|id| (id, INVALID)),
-                    );
+                    let id = errors.iter().find_map(|e| e.orderid);
+                    keys.extend(id.map(|id| (id, INVALID)));
                     problems.note(errors);
                 }
-            })?;
+            }
+            true
+        })?;
         if !more {
             break;
         }
@@ -255,8 +254,10 @@ impl Survey {
         let changed = || Error::Changed(self.path.clone());
         let mut as_before = true;
         let more = elements
-            .next_block(|position, raw| {
-                let decoded = decode_order(position as usize, raw);
+            .next_block(|position, json| {
+                let Some(decoded) = decode_order(position as usize, json) else {
+                    return false;
+                };
                 as_before &= match &decoded {
                     Ok(order) => {
                         let key = (order.orderid(), content_hash(order));
@@ -271,6 +272,7 @@ impl Survey {
                 {
                     out.push((position, order));
                 }
+                true
             })
             .map_err(|_| changed())?;
         if !as_before {

@@ -95,8 +95,9 @@ async fn invoke(State(fake): State<Arc<Fake>>, body: Bytes) -> Response {
         .iter()
         .enumerate()
         .map(|(i, o)| {
-            let raw = serde_json::value::RawValue::from_string(o.to_string()).unwrap();
-            common::wire::decode_order(i, &raw).unwrap()
+            common::wire::decode_order(i, o.to_string().as_bytes())
+                .unwrap()
+                .unwrap()
         })
         .collect();
     let params = common::wire::Params::from_orders(&valid).as_str().len();

@@ -206,15 +206,18 @@ pub fn longest_price() -> Decimal {
         .unwrap_or_else(max_price)
 }
 
-/// Reads and checks the order at `index` from its JSON. An order written the plain way
-/// (the three fields once each, unescaped keys, an integer id, the price a JSON number) is
-/// read in one go, borrowing the customer when it has no escapes; any other goes to
-/// [`parse_order`], which finds every problem. Both give the same result for every input.
-pub fn decode_order(index: usize, raw: &RawValue) -> Result<Order, Vec<OrderError>> {
-    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+/// Reads and checks the order at `index` from its JSON text; `None` when the text is not
+/// one JSON value. An order written the plain way (the three fields once each, unescaped
+/// keys, an integer id, the price a JSON number) is read in one go, borrowing the customer
+/// when it has no escapes; any other goes to [`parse_order`], which finds every problem.
+/// Both give the same result for every input.
+pub fn decode_order(index: usize, json: &[u8]) -> Option<Result<Order, Vec<OrderError>>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(json);
     match deserializer.deserialize_map(FastOrder) {
-        Ok(order) => Ok(order),
-        Err(_) => parse_order(index, raw),
+        Ok(order) if deserializer.end().is_ok() => Some(Ok(order)),
+        _ => serde_json::from_slice::<&RawValue>(json)
+            .ok()
+            .map(|raw| parse_order(index, raw)),
     }
 }
 
@@ -508,8 +511,7 @@ mod tests {
             for order in &orders {
                 prop_assert!(Size::EMPTY.plus(Size::of(order), true).largest() <= largest_order().largest());
                 let text = String::from_utf8(orders_json([order])).unwrap();
-                let raws: Vec<Box<RawValue>> = serde_json::from_str(&text).unwrap();
-                prop_assert_eq!(&decode_order(0, &raws[0]).unwrap(), order);
+                prop_assert_eq!(&decode_order(0, &text.as_bytes()[1..text.len() - 1]).unwrap().unwrap(), order);
             }
         }
     }
