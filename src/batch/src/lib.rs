@@ -21,7 +21,7 @@ pub mod summary;
 pub mod survey;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -129,8 +129,16 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
 /// A run: its summary; 500 when it ended abnormally. A tick of the cron binding (`CRON`)
 /// that comes during a run is answered 200 and skipped (any other answer is an error to
 /// daprd), a run on demand 409.
-async fn trigger<S: OrderSink, const CRON: bool>(State(state): State<AppState<S>>) -> Response {
-    match state.runner.run(if CRON { "cron" } else { "manual" }).await {
+async fn trigger<S: OrderSink, const CRON: bool>(
+    State(state): State<AppState<S>>,
+    headers: HeaderMap,
+) -> Response {
+    let tick = common::trace_context::caller(&headers);
+    match state
+        .runner
+        .run(if CRON { "cron" } else { "manual" }, tick)
+        .await
+    {
         Ok(summary) => Json(summary).into_response(),
         Err(Error::RunInProgress) if CRON => {
             Json(json!({ "skipped": "a run is in progress" })).into_response()

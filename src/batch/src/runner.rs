@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::order::Order;
+use common::trace_context::Link;
 use common::wire::largest_order;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -139,7 +140,14 @@ impl<S: OrderSink> Runner<S> {
 
     /// Runs unless a run is in progress ([`Error::RunInProgress`] at once). The run goes
     /// on even if the caller stops waiting for it; [`Error::RunAborted`] when it panicked.
-    pub async fn run(&self, trigger: &'static str) -> Result<Summary, Error> {
+    ///
+    /// A run is a trace of its own, linked to `tick` (the span of the caller, the cron
+    /// binding's, when there is one), not its child: Container Apps' managed sidecar
+    /// samples its cron spans at a rate of its own (1 in 10,000 unless configured), and a
+    /// child follows its parent's decision. As a root, the run is sampled by this
+    /// service's sampler (`OTEL_TRACES_SAMPLER`, every run by default), and every span
+    /// below it, in both services and both sidecars, follows.
+    pub async fn run(&self, trigger: &'static str, tick: Option<Link>) -> Result<Summary, Error> {
         let Ok(mut memory) = Arc::clone(&self.memory).try_lock_owned() else {
             tracing::info!(
                 trigger,
@@ -150,6 +158,7 @@ impl<S: OrderSink> Runner<S> {
         let runner = self.clone();
         // A child of the request's span: one trace from the tick to the rows stored.
         let span = tracing::info_span!(
+            parent: None,
             "run",
             trigger,
             outcome = Empty,
@@ -165,6 +174,9 @@ impl<S: OrderSink> Runner<S> {
             orders.unsendable = Empty,
             otel.status_code = Empty,
         );
+        if let Some(tick) = tick {
+            common::trace_context::link(&span, tick);
+        }
         let task = async move {
             let (started, mut summary) = (Instant::now(), Summary::default());
             let ended = runner.execute(&mut memory, &mut summary, started).await;
@@ -405,9 +417,9 @@ impl<S: OrderSink> Runner<S> {
             outcome = Empty,
             inserted = Empty,
         );
-        let traceparent = common::trace_context::traceparent(&span);
+        let trace = common::trace_context::trace_headers(&span);
         let (body, submitter) = (chunk.body(), &self.shared.submitter);
-        let submitting = submitter.submit(&body, chunk.len(), traceparent.as_deref());
+        let submitting = submitter.submit(&body, chunk.len(), &trace);
         let outcome = submitting.instrument(span.clone()).await;
         span.record("outcome", outcome.name());
         if let ChunkOutcome::Stored { inserted, .. } = outcome {

@@ -14,16 +14,19 @@ use common::dapr::Sidecar;
 
 use crate::outcome::{ChunkOutcome, Reply, decide};
 
+/// The W3C headers that carry a trace on: `traceparent` and `tracestate`.
+pub type TraceHeaders = [(&'static str, String)];
+
 /// Where chunks go: order-processor through the sidecar, or a fake in tests.
 pub trait OrderSink: Send + Sync + 'static {
     /// Sends one chunk (a JSON array of orders) once and returns what came back.
-    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send;
+    fn send(&self, body: Bytes, trace: &TraceHeaders) -> impl Future<Output = Reply> + Send;
 }
 
 /// A shared sink is a sink.
 impl<S: OrderSink> OrderSink for std::sync::Arc<S> {
-    fn send(&self, body: Bytes, traceparent: Option<&str>) -> impl Future<Output = Reply> + Send {
-        S::send(self, body, traceparent)
+    fn send(&self, body: Bytes, trace: &TraceHeaders) -> impl Future<Output = Reply> + Send {
+        S::send(self, body, trace)
     }
 }
 
@@ -42,14 +45,14 @@ impl DaprSink {
 }
 
 impl OrderSink for DaprSink {
-    async fn send(&self, body: Bytes, traceparent: Option<&str>) -> Reply {
+    async fn send(&self, body: Bytes, trace: &TraceHeaders) -> Reply {
         let mut request = self
             .sidecar
             .invoke(&self.app_id, "orders")
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if let Some(traceparent) = traceparent {
-            request = request.header("traceparent", traceparent);
+        for (name, value) in trace {
+            request = request.header(*name, value);
         }
         let response = match request.send().await {
             Ok(response) => response,
@@ -92,14 +95,9 @@ impl<S: OrderSink> Submitter<S> {
 
     /// Sends `body`, a JSON array of `orders` orders, until its outcome is known or the
     /// retries are used up.
-    pub async fn submit(
-        &self,
-        body: &Bytes,
-        orders: usize,
-        traceparent: Option<&str>,
-    ) -> ChunkOutcome {
+    pub async fn submit(&self, body: &Bytes, orders: usize, trace: &TraceHeaders) -> ChunkOutcome {
         let attempt = || async {
-            match decide(orders, self.sink.send(body.clone(), traceparent).await) {
+            match decide(orders, self.sink.send(body.clone(), trace).await) {
                 again @ ChunkOutcome::RetryLater { .. } => Err(again),
                 known => Ok(known),
             }
@@ -133,7 +131,7 @@ mod tests {
     struct Script(Mutex<Vec<Reply>>);
 
     impl OrderSink for Script {
-        async fn send(&self, _: Bytes, _: Option<&str>) -> Reply {
+        async fn send(&self, _: Bytes, _: &TraceHeaders) -> Reply {
             self.0.lock().unwrap().remove(0)
         }
     }
@@ -156,7 +154,7 @@ mod tests {
         ]));
         let submitter = Submitter::new(script, 4, Duration::from_millis(250));
         let started = tokio::time::Instant::now();
-        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(outcome, ChunkOutcome::Stored { inserted: 1, .. }),
             "{outcome:?}"
@@ -170,7 +168,7 @@ mod tests {
     async fn after_the_last_retry_the_failure_is_the_outcome() {
         let script = Script(Mutex::new(vec![status(503), status(503), status(503)]));
         let submitter = Submitter::new(script, 2, Duration::from_millis(1));
-        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(outcome, ChunkOutcome::RetryLater { .. }),
             "{outcome:?}"
@@ -182,7 +180,7 @@ mod tests {
     async fn what_cannot_pass_is_not_retried() {
         let script = Script(Mutex::new(vec![status(404), status(200)]));
         let submitter = Submitter::new(script, 4, Duration::from_millis(1));
-        let outcome = submitter.submit(&Bytes::new(), 1, None).await;
+        let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(outcome, ChunkOutcome::CannotSend { .. }),
             "{outcome:?}"

@@ -43,7 +43,7 @@ const LAST: [&str; 8] = [
 struct Accepting;
 
 impl OrderSink for Accepting {
-    async fn send(&self, body: Bytes, _: Option<&str>) -> Reply {
+    async fn send(&self, body: Bytes, _: &batch::send::TraceHeaders) -> Reply {
         let n = body.iter().filter(|&&b| b == b'{').count();
         let outcome = format!(r#"{{"received":{n},"inserted":{n},"unchanged":0,"conflicts":[]}}"#);
         Reply::Answered {
@@ -119,7 +119,7 @@ async fn cpu_per_thousand_orders_of_a_whole_run() {
             OrdersSource::File(file.path().to_owned()),
             settings,
         );
-        let summary = runner.run("measure").await.unwrap();
+        let summary = runner.run("measure", None).await.unwrap();
         assert_eq!(
             (summary.outcome, summary.inserted),
             (Outcome::Completed, ORDERS as u64)

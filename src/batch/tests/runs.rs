@@ -21,7 +21,7 @@ async fn a_run_sends_every_chunk_and_sums_the_outcomes() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3, 4, 5]);
     let summary = runner(&sink, &file, settings(2, 1))
-        .run("test")
+        .run("test", None)
         .await
         .unwrap();
     assert_eq!(sink.requests(), vec![vec![1, 2], vec![3, 4], vec![5]]);
@@ -38,8 +38,8 @@ async fn an_unchanged_file_is_not_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test").await.unwrap();
-    let second = runner.run("test").await.unwrap();
+    runner.run("test", None).await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!(second.outcome, Outcome::Unchanged);
     assert_eq!((second.read, second.skipped, second.submitted), (3, 3, 0));
     assert_eq!(sink.requests().len(), 2);
@@ -50,9 +50,9 @@ async fn a_changed_file_is_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test").await.unwrap();
+    runner.run("test", None).await.unwrap();
     std::fs::copy(orders_file(&[1, 2, 3, 4]).path(), file.path()).unwrap();
-    let second = runner.run("test").await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!(second.outcome, Outcome::Completed);
     assert_eq!(
         (second.submitted, second.inserted, second.already_present),
@@ -65,7 +65,7 @@ async fn a_file_written_again_with_the_same_content_is_still_unchanged() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test").await.unwrap();
+    runner.run("test", None).await.unwrap();
     let later = std::time::SystemTime::now() + Duration::from_secs(60);
     std::fs::File::options()
         .write(true)
@@ -73,7 +73,7 @@ async fn a_file_written_again_with_the_same_content_is_still_unchanged() {
         .unwrap()
         .set_modified(later)
         .unwrap();
-    let second = runner.run("test").await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!((second.outcome, second.read), (Outcome::Unchanged, 3));
     assert_eq!(sink.requests().len(), 2);
 }
@@ -83,7 +83,7 @@ async fn a_file_changed_behind_its_old_size_and_time_is_sent_again() {
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, 3]);
     let runner = runner(&sink, &file, settings(2, 1));
-    runner.run("test").await.unwrap();
+    runner.run("test", None).await.unwrap();
     let modified = std::fs::metadata(file.path()).unwrap().modified().unwrap();
     // Ids 1, 2 and 4 take as many bytes as 1, 2 and 3.
     std::fs::copy(orders_file(&[1, 2, 4]).path(), file.path()).unwrap();
@@ -93,7 +93,7 @@ async fn a_file_changed_behind_its_old_size_and_time_is_sent_again() {
         .unwrap()
         .set_modified(modified)
         .unwrap();
-    let second = runner.run("test").await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!(second.outcome, Outcome::Completed);
     assert_eq!((second.inserted, second.already_present), (1, 2));
 }
@@ -103,12 +103,12 @@ async fn an_invalid_order_holds_back_no_valid_order_and_the_file_is_read_once() 
     let sink = Arc::new(FakeOrderProcessor::storing());
     let file = orders_file(&[1, 2, -3, 4, 5]);
     let runner = runner(&sink, &file, settings(2, 1));
-    let first = runner.run("test").await.unwrap();
+    let first = runner.run("test", None).await.unwrap();
     assert_eq!(sink.requests(), vec![vec![1, 2], vec![4, 5]]);
     assert_eq!(first.outcome, Outcome::Partial);
     assert_eq!((first.rejected, first.submitted, first.inserted), (1, 4, 4));
     // Nothing is left to retry: the file is settled, and not read past its digest again.
-    let second = runner.run("test").await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!(sink.requests().len(), 2);
     assert_eq!(
         (second.outcome, second.skipped, second.rejected),
@@ -129,7 +129,7 @@ async fn an_order_order_processor_judges_otherwise_is_set_aside_as_another_relea
     }));
     let file = orders_file(&[1, 2, 3]);
     let summary = runner(&sink, &file, settings(2, 1))
-        .run("test")
+        .run("test", None)
         .await
         .unwrap();
     assert_eq!(
@@ -147,7 +147,7 @@ async fn chunks_over_order_processors_limit_are_split_and_the_rest_are_cut_small
     let sink = Arc::new(FakeOrderProcessor::new(2, |_| None));
     let file = orders_file(&(1..=12).collect::<Vec<_>>());
     let summary = runner(&sink, &file, settings(5, 1))
-        .run("test")
+        .run("test", None)
         .await
         .unwrap();
     assert_eq!(summary.outcome, Outcome::Completed);
@@ -170,7 +170,7 @@ async fn a_single_order_refused_as_too_large_cannot_be_sent_and_the_others_are_s
     }));
     let file = orders_file(&(1..=6).collect::<Vec<_>>());
     let summary = runner(&sink, &file, settings(4, 1))
-        .run("test")
+        .run("test", None)
         .await
         .unwrap();
     assert_eq!(sink.stored_ids(), vec![1, 2, 4, 5, 6]);
@@ -203,7 +203,7 @@ async fn a_chunk_that_cannot_be_sent_is_tried_again_after_a_pause_that_doubles()
     let runner = runner(&sink, &file, settings(2, 1));
     let attempts = || sink.requests().iter().filter(|r| r.contains(&1)).count();
 
-    let first = runner.run("test").await.unwrap();
+    let first = runner.run("test", None).await.unwrap();
     assert_eq!((first.unsendable, first.inserted, attempts()), (2, 2, 1));
     assert_eq!(first.unsendable_chunks[0].next_attempt_in_secs, 10);
     assert!(
@@ -212,27 +212,27 @@ async fn a_chunk_that_cannot_be_sent_is_tried_again_after_a_pause_that_doubles()
             .contains("ERR_DIRECT_INVOKE")
     );
 
-    let waiting = runner.run("test").await.unwrap();
+    let waiting = runner.run("test", None).await.unwrap();
     assert_eq!((waiting.unsendable, waiting.skipped, attempts()), (2, 2, 1));
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    let again = runner.run("test").await.unwrap();
+    let again = runner.run("test", None).await.unwrap();
     assert_eq!((again.unsendable, attempts()), (2, 2));
     assert_eq!(again.unsendable_chunks[0].next_attempt_in_secs, 20);
 
     tokio::time::advance(Duration::from_secs(19)).await;
-    runner.run("test").await.unwrap();
+    runner.run("test", None).await.unwrap();
     assert_eq!(attempts(), 2);
 
     broken.store(false, Ordering::SeqCst);
     tokio::time::advance(Duration::from_secs(1)).await;
-    let fixed = runner.run("test").await.unwrap();
+    let fixed = runner.run("test", None).await.unwrap();
     assert_eq!(
         (fixed.outcome, fixed.inserted, attempts()),
         (Outcome::Completed, 2, 3)
     );
     assert_eq!(
-        runner.run("test").await.unwrap().outcome,
+        runner.run("test", None).await.unwrap().outcome,
         Outcome::Unchanged
     );
 }
@@ -246,7 +246,10 @@ async fn one_chunk_that_keeps_failing_does_not_stop_the_chunks_after_it() {
     let file = orders_file(&(1..=8).collect::<Vec<_>>());
     let mut settings = settings(2, 1);
     settings.max_retries = 2;
-    let summary = runner(&sink, &file, settings).run("test").await.unwrap();
+    let summary = runner(&sink, &file, settings)
+        .run("test", None)
+        .await
+        .unwrap();
     assert_eq!(sink.stored_ids(), vec![1, 2, 5, 6, 7, 8]);
     assert_eq!((summary.deferred, summary.outcome), (2, Outcome::Partial));
     let tries = sink.requests().iter().filter(|r| r.contains(&3)).count();
@@ -267,7 +270,7 @@ async fn when_order_processor_looks_down_the_rest_waits_for_the_next_run() {
     let mut settings = settings(2, 1);
     settings.max_retries = 1;
     let runner = runner(&sink, &file, settings);
-    let first = runner.run("test").await.unwrap();
+    let first = runner.run("test", None).await.unwrap();
     // Two chunks, each tried twice; then nothing more is sent.
     assert_eq!(
         sink.requests(),
@@ -280,7 +283,7 @@ async fn when_order_processor_looks_down_the_rest_waits_for_the_next_run() {
     assert!(first.counts_add_up());
 
     down.store(false, Ordering::SeqCst);
-    let second = runner.run("test").await.unwrap();
+    let second = runner.run("test", None).await.unwrap();
     assert_eq!((second.inserted, second.outcome), (8, Outcome::Completed));
 }
 
@@ -292,7 +295,7 @@ async fn chunks_travel_at_most_in_flight_at_once_and_all_arrive() {
     let runner = runner(&sink, &file, settings(4, 3));
     let run = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test").await }
+        async move { runner.run("test", None).await }
     });
     for _ in 0..3 {
         gate.arrived.recv().await.unwrap();
@@ -318,11 +321,11 @@ async fn a_tick_during_a_run_is_skipped() {
     let runner = runner(&sink, &file, settings(10, 1));
     let first = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test").await }
+        async move { runner.run("test", None).await }
     });
     gate.arrived.recv().await.unwrap();
     assert!(matches!(
-        runner.run("test").await,
+        runner.run("test", None).await,
         Err(Error::RunInProgress)
     ));
     gate.permits.add_permits(1);
@@ -338,7 +341,7 @@ async fn cancelling_during_a_chunk_defers_every_order_not_stored() {
     let runner = runner(&sink, &file, settings(2, 1));
     let run = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test").await }
+        async move { runner.run("test", None).await }
     });
     // The file is read and two chunks are stored; the third is on its way.
     assert_eq!(gate.arrived.recv().await.unwrap(), vec![5, 6]);
@@ -359,7 +362,7 @@ async fn a_cancelled_runner_starts_no_run() {
     let file = orders_file(&[1]);
     let runner = runner(&sink, &file, settings(10, 1));
     runner.cancel();
-    let summary = runner.run("test").await.unwrap();
+    let summary = runner.run("test", None).await.unwrap();
     assert_eq!((summary.outcome, summary.read), (Outcome::Cancelled, 0));
     assert!(sink.requests().is_empty());
 }
@@ -374,7 +377,7 @@ async fn an_unreadable_file_fails_the_run_and_sends_nothing() {
     )
     .unwrap();
     let summary = runner(&sink, &file, settings(10, 1))
-        .run("test")
+        .run("test", None)
         .await
         .unwrap();
     assert_eq!(summary.outcome, Outcome::Failed);
@@ -410,7 +413,10 @@ async fn a_file_read_in_two_passes_is_sent_as_one_kept_in_memory() {
     for settings in [settings(2, 1), two_passes(2), held_back] {
         let sink = Arc::new(FakeOrderProcessor::storing());
         let file = orders_file(&ids);
-        let summary = runner(&sink, &file, settings).run("test").await.unwrap();
+        let summary = runner(&sink, &file, settings)
+            .run("test", None)
+            .await
+            .unwrap();
         assert!(summary.counts_add_up());
         results.push((summary.inserted, summary.duplicates, sink.requests()));
     }
@@ -432,7 +438,7 @@ async fn a_run_past_its_deadline_leaves_the_rest_for_the_next_run() {
     let runner = runner(&sink, &file, settings);
     let run = tokio::spawn({
         let runner = runner.clone();
-        async move { runner.run("test").await }
+        async move { runner.run("test", None).await }
     });
     assert_eq!(gate.arrived.recv().await.unwrap(), vec![3, 4]);
     tokio::time::advance(Duration::from_secs(61)).await;
@@ -443,7 +449,7 @@ async fn a_run_past_its_deadline_leaves_the_rest_for_the_next_run() {
     );
     assert!(summary.counts_add_up());
     gate.permits.add_permits(10);
-    let next = runner.run("test").await.unwrap();
+    let next = runner.run("test", None).await.unwrap();
     assert_eq!(
         (
             next.outcome,
@@ -469,7 +475,7 @@ async fn a_file_that_changes_while_it_is_read_fails_and_keeps_what_was_stored() 
         None
     }));
     let runner = runner(&sink, &file, two_passes(2));
-    let summary = runner.run("test").await.unwrap();
+    let summary = runner.run("test", None).await.unwrap();
     assert_eq!(summary.outcome, Outcome::Failed);
     assert!(
         summary
@@ -481,7 +487,7 @@ async fn a_file_that_changes_while_it_is_read_fails_and_keeps_what_was_stored() 
     assert!(summary.inserted >= 2, "{summary:?}");
     assert_eq!(summary.inserted + summary.deferred, 10);
     assert!(summary.counts_add_up());
-    let again = runner.run("test").await.unwrap();
+    let again = runner.run("test", None).await.unwrap();
     assert_eq!(again.outcome, Outcome::Completed);
     assert_eq!(again.inserted + again.already_present, 10);
 }

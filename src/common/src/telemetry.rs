@@ -114,8 +114,17 @@ pub fn init(service: &'static str) -> Result<Telemetry, ConfigError> {
             .with(json_layer(slot, std::io::stdout).with_filter(logs))
             .init();
     }
-    if let Some(protocol) = export {
-        tracing::info!(?protocol, "exporting traces over OTLP");
+    let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let sampler = var("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".to_owned());
+    match export {
+        Some(protocol) => {
+            let endpoint = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"));
+            tracing::info!(?protocol, endpoint, sampler, "exporting traces over OTLP");
+        }
+        None => tracing::info!(
+            "traces are not exported: OTEL_EXPORTER_OTLP_ENDPOINT is not set (or OTEL_SDK_DISABLED=true)"
+        ),
     }
     Ok(Telemetry { provider })
 }
@@ -362,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_quiet_log_level_still_passes_the_trace_on() {
-        use crate::trace_context::{set_parent, traceparent};
+        use crate::trace_context::{set_parent, trace_headers};
         use axum::http::HeaderMap;
 
         let provider = SdkTracerProvider::builder().build();
@@ -384,7 +393,8 @@ mod tests {
             let span = tracing::info_span!("request");
             set_parent(&span, &headers);
             let child = span.in_scope(|| tracing::info_span!("call"));
-            let sent = traceparent(&child).expect("a traceparent at RUST_LOG=warn");
+            let headers = trace_headers(&child);
+            let sent = &headers.first().expect("a traceparent at RUST_LOG=warn").1;
             assert!(
                 sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
                 "{sent}"

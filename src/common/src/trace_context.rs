@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::extract::MatchedPath;
 use axum::http::{HeaderMap, Request, Response};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
@@ -13,9 +14,9 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// Makes `span` a child of the W3C `traceparent` (and `tracestate`) in `headers`, when there
-/// is a valid one. Call before anything is logged in the span.
-pub fn set_parent(span: &Span, headers: &HeaderMap) {
+/// The context of the caller's span from the W3C `traceparent` (and `tracestate`) in
+/// `headers`, when there is a valid one.
+pub fn remote_parent(headers: &HeaderMap) -> Option<opentelemetry::Context> {
     let carrier: HashMap<String, String> = ["traceparent", "tracestate"]
         .into_iter()
         .filter_map(|name| {
@@ -24,17 +25,42 @@ pub fn set_parent(span: &Span, headers: &HeaderMap) {
         })
         .collect();
     let parent = TraceContextPropagator::new().extract(&carrier);
-    if parent.span().span_context().is_valid() {
+    parent.span().span_context().is_valid().then_some(parent)
+}
+
+/// A caller's span, which a span of another trace can be linked to.
+#[derive(Debug, Clone)]
+pub struct Link(opentelemetry::trace::SpanContext);
+
+/// The caller's span from the W3C headers in `headers`, when there is a valid one, to link
+/// a span of a trace of its own to ([`link`]).
+pub fn caller(headers: &HeaderMap) -> Option<Link> {
+    remote_parent(headers).map(|parent| Link(parent.span().span_context().clone()))
+}
+
+/// Links `span` to `to`: it follows from it, in a trace of its own.
+pub fn link(span: &Span, to: Link) {
+    span.add_link(to.0);
+}
+
+/// Makes `span` a child of the caller's span ([`remote_parent`]), when there is one. Call
+/// before anything is logged in the span.
+pub fn set_parent(span: &Span, headers: &HeaderMap) {
+    if let Some(parent) = remote_parent(headers) {
         // The only failure is a span that is already disabled: nothing to trace.
         let _ = span.set_parent(parent);
     }
 }
 
-/// The W3C `traceparent` of `span`, for the calls it makes; `None` when it is disabled.
-pub fn traceparent(span: &Span) -> Option<String> {
+/// The W3C headers that pass `span`'s trace on to a call it makes: `traceparent`, and
+/// `tracestate` when it has one (W3C requires passing it on). None when it is disabled.
+pub fn trace_headers(span: &Span) -> Vec<(&'static str, String)> {
     let mut carrier = HashMap::new();
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
+    ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|name| Some((name, carrier.remove(name).filter(|v| !v.is_empty())?)))
+        .collect()
 }
 
 /// The hex trace id of `span`, when it has one.
@@ -47,18 +73,24 @@ pub fn trace_id(span: &Span) -> Option<String> {
 }
 
 /// The server span of an HTTP request, child of the caller's `traceparent` (for
-/// `tower_http`'s `TraceLayer::make_span_with`). Health checks get none: probes every few
-/// seconds would bury the traces that matter.
+/// `tower_http`'s `TraceLayer::make_span_with`), named `{method} {route}` after the route
+/// it matched (`GET /orders/{id}`, not every id its own name). Health checks get none:
+/// probes every few seconds would bury the traces that matter.
 pub fn http_span<B>(request: &Request<B>) -> Span {
     let path = request.uri().path();
     if path == "/healthz" || path == "/readyz" {
         return Span::none();
     }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     let span = tracing::info_span!(
         "request",
-        otel.name = format!("{} {}", request.method(), path),
+        otel.name = format!("{} {}", request.method(), route.unwrap_or(path)),
         otel.kind = "server",
         http.request.method = %request.method(),
+        http.route = route,
         url.path = path,
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
@@ -98,11 +130,20 @@ mod tests {
         headers
     }
 
+    fn sent(span: &Span, name: &str) -> Option<String> {
+        let headers = trace_headers(span);
+        headers
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
     #[test]
-    fn a_valid_traceparent_becomes_the_parent_and_travels_on() {
+    fn a_valid_traceparent_becomes_the_parent_and_travels_on_with_its_tracestate() {
         traced(|| {
-            let headers =
+            let mut headers =
                 with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+            headers.insert("tracestate", "dapr=1,az=x".parse().unwrap());
             let span = tracing::info_span!("request");
             set_parent(&span, &headers);
             assert_eq!(
@@ -110,7 +151,8 @@ mod tests {
                 Some("0af7651916cd43dd8448eb211c80319c")
             );
             let child = span.in_scope(|| tracing::info_span!("call"));
-            let sent = traceparent(&child).unwrap();
+            assert_eq!(sent(&child, "tracestate").as_deref(), Some("dapr=1,az=x"));
+            let sent = sent(&child, "traceparent").unwrap();
             assert!(
                 sent.starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
                 "{sent}"
@@ -119,6 +161,18 @@ mod tests {
                 !sent.contains("b7ad6b7169203331"),
                 "a span of its own: {sent}"
             );
+        });
+    }
+
+    #[test]
+    fn without_a_tracestate_none_is_sent() {
+        traced(|| {
+            let headers =
+                with_traceparent("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+            let span = tracing::info_span!("request");
+            set_parent(&span, &headers);
+            let names: Vec<&str> = trace_headers(&span).into_iter().map(|(n, _)| n).collect();
+            assert_eq!(names, ["traceparent"]);
         });
     }
 

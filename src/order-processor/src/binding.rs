@@ -70,7 +70,7 @@ pub trait OrderWriter: Clone + Send + Sync + 'static {
     fn insert(
         &self,
         params: Params,
-        traceparent: Option<&str>,
+        trace: &[(&'static str, String)],
     ) -> impl Future<Output = Result<u64, BindingError>> + Send;
 }
 
@@ -104,7 +104,11 @@ impl DaprBinding {
 }
 
 impl OrderWriter for DaprBinding {
-    async fn insert(&self, params: Params, traceparent: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert(
+        &self,
+        params: Params,
+        trace: &[(&'static str, String)],
+    ) -> Result<u64, BindingError> {
         let metadata = HashMap::from([
             ("sql".to_owned(), INSERT_SQL.to_owned()),
             ("params".to_owned(), params.into_string()),
@@ -122,8 +126,10 @@ impl OrderWriter for DaprBinding {
                 .metadata_mut()
                 .insert(common::dapr::API_TOKEN_HEADER, value);
         }
-        if let Some(value) = traceparent.and_then(|t| MetadataValue::try_from(t).ok()) {
-            request.metadata_mut().insert("traceparent", value);
+        for (name, value) in trace {
+            if let Ok(value) = MetadataValue::try_from(value.as_str()) {
+                request.metadata_mut().insert(*name, value);
+            }
         }
         let response = self
             .client

@@ -71,10 +71,10 @@ async fn create_orders<W: OrderWriter>(
         orders = orders.len(),
         rows = Empty,
     );
-    let traceparent = common::trace_context::traceparent(&span);
+    let trace = common::trace_context::trace_headers(&span);
     let inserted = state
         .writer
-        .insert(Params::from_orders(&orders), traceparent.as_deref())
+        .insert(Params::from_orders(&orders), &trace)
         .instrument(span.clone())
         .await?;
     span.record("rows", inserted);

@@ -34,6 +34,11 @@ pub struct SpanView {
     pub id: String,
     /// Its parent's id, if it has a parent.
     pub parent: Option<String>,
+    /// The spans it is linked to (follows from), as `(trace id, span id)`.
+    pub links: Vec<(String, String)>,
+    /// The language of the SDK that made it (`telemetry.sdk.language`): `rust` for the
+    /// services; the sidecars (daprd 1.16) say none.
+    pub language: String,
     /// Its attributes, values as JSON.
     pub tags: serde_json::Map<String, Value>,
 }
@@ -106,29 +111,48 @@ impl Jaeger {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|span| SpanView {
-                service: processes[span["processID"].as_str().unwrap_or_default()]["serviceName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                name: span["operationName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                id: span["spanID"].as_str().unwrap_or_default().to_owned(),
-                parent: span["references"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|r| r["refType"] == "CHILD_OF")
-                    .and_then(|r| r["spanID"].as_str())
-                    .map(str::to_owned),
-                tags: span["tags"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|tag| Some((tag["key"].as_str()?.to_owned(), tag["value"].clone())))
-                    .collect(),
+            .map(|span| {
+                let process = &processes[span["processID"].as_str().unwrap_or_default()];
+                let references = span["references"].as_array().cloned().unwrap_or_default();
+                let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+                SpanView {
+                    service: process["serviceName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    links: references
+                        .iter()
+                        .filter(|r| r["refType"] == "FOLLOWS_FROM")
+                        .map(|r| (text(&r["traceID"]), text(&r["spanID"])))
+                        .collect(),
+                    language: process["tags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|tag| tag["key"] == "telemetry.sdk.language")
+                        .map(|tag| text(&tag["value"]))
+                        .unwrap_or_default(),
+                    name: span["operationName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    id: span["spanID"].as_str().unwrap_or_default().to_owned(),
+                    parent: span["references"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .find(|r| r["refType"] == "CHILD_OF")
+                        .and_then(|r| r["spanID"].as_str())
+                        .map(str::to_owned),
+                    tags: span["tags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|tag| {
+                            Some((tag["key"].as_str()?.to_owned(), tag["value"].clone()))
+                        })
+                        .collect(),
+                }
             })
             .collect()
     }

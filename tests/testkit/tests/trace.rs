@@ -1,6 +1,8 @@
-//! Traces through the real stack and a real collector (Jaeger v2, `JAEGER`): one cron tick
-//! is one trace, from batch's sidecar through both services and both sidecars to daprd's
-//! `InvokeBinding`, linked parent to child; and a collector that is down costs no order.
+//! Traces through the real stack and a real collector (Jaeger v2, `JAEGER`): one run is one
+//! trace, from batch's run through both sidecars and order-processor to daprd's
+//! `InvokeBinding`, linked parent to child, and linked to the cron binding's span of its
+//! tick; server spans are named after their route; and a collector that is down costs no
+//! order.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
@@ -11,9 +13,7 @@ use testkit::stack::{Stack, StackOptions, expected_rows, free_port, orders_json}
 
 /// The spans one run of 10 orders in chunks of 4 leaves in its trace: `(service, a part of
 /// the span's name, how many)`. The sidecars' spans carry their app's id as service.
-const EXPECTED: [(&str, &str, usize); 9] = [
-    ("batch", "bindings/cron", 1),
-    ("batch", "POST /cron", 1),
+const EXPECTED: [(&str, &str, usize); 7] = [
     ("batch", "run", 1),
     ("batch", "chunk", 3),
     ("batch", "CallLocal/order-processor/orders", 3),
@@ -75,7 +75,7 @@ fn describe(spans: &[SpanView]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn one_cron_tick_is_one_trace_from_the_tick_to_the_binding() {
+async fn one_run_is_one_trace_from_the_run_to_the_binding_linked_to_its_cron_tick() {
     let jaeger = Jaeger::start().await;
     let mut options = StackOptions::every_second(orders_json(1, 10), 4);
     options.otlp = Some(jaeger.otlp_grpc.clone());
@@ -122,13 +122,40 @@ async fn one_cron_tick_is_one_trace_from_the_tick_to_the_binding() {
         );
     }
 
-    let tick = find(&spans, "batch", "POST /cron")[0];
+    // The run is the root of its trace, linked to the cron binding's span of its tick
+    // (made by batch's sidecar, not by the service: no Rust SDK's span).
     let run = find(&spans, "batch", "run")[0];
-    assert_eq!(run.parent.as_ref(), Some(&tick.id), "{all}");
-    assert!(
-        tick.parent.is_some(),
-        "the tick's span is a child of batch's sidecar's: {all}"
+    assert_eq!(run.parent, None, "{all}");
+    assert_eq!(run.links.len(), 1, "{all}");
+    let (tick_trace, tick_span) = &run.links[0];
+    assert_ne!(tick_trace, &trace_id, "the tick is a trace of its own");
+    let mut tick = Vec::new();
+    for _ in 0..300 {
+        tick = jaeger.trace(tick_trace).await;
+        if tick.iter().any(|s| &s.id == tick_span) && count_of(&tick, "batch", "POST /cron") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let linked = tick
+        .iter()
+        .find(|s| &s.id == tick_span)
+        .expect("the linked span");
+    assert!(linked.name.contains("bindings/cron"), "{}", describe(&tick));
+    assert_eq!(linked.service, "batch");
+    assert_ne!(linked.language, "rust", "{linked:?}");
+    let request = find(&tick, "batch", "POST /cron")[0];
+    assert_eq!(
+        (request.parent.as_ref(), request.language.as_str()),
+        (Some(tick_span), "rust")
     );
+    assert_eq!(tag(request, "http.route"), "/cron", "{}", describe(&tick));
+    // The services' spans are told from the sidecars' by the SDK that made them (the
+    // sidecars' carry the same service names, and no SDK language).
+    for span in &spans {
+        let sidecar = span.name.contains("CallLocal") || span.name.contains("InvokeBinding");
+        assert_eq!(span.language == "rust", !sidecar, "{span:?}");
+    }
     assert_eq!(
         (
             tag(run, "outcome"),
@@ -179,6 +206,35 @@ async fn one_cron_tick_is_one_trace_from_the_tick_to_the_binding() {
             .unwrap_or_else(|| panic!("no InvokeBinding span under a binding call: {all}"));
         assert_eq!(invoke.service, "order-processor", "{all}");
     }
+
+    // A server span is named after the route it matched, not the path it was called with.
+    let traceparent = "00-5f0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c-0101010101010101-01";
+    let url = format!(
+        "http://127.0.0.1:{}/v1.0/invoke/order-processor/method/orders/3",
+        stack.batch.http
+    );
+    let answer = stack
+        .sidecar_client()
+        .get(url)
+        .header("traceparent", traceparent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let mut read = Vec::new();
+    for _ in 0..300 {
+        read = jaeger.trace("5f0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c").await;
+        if count_of(&read, "order-processor", "GET /orders/{id}") == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let get = find(&read, "order-processor", "GET /orders/{id}");
+    assert_eq!(get.len(), 1, "{}", describe(&read));
+    assert_eq!(
+        (tag(get[0], "http.route"), tag(get[0], "url.path")),
+        ("/orders/{id}".to_owned(), "/orders/3".to_owned())
+    );
 
     // A log line leads to its trace.
     let op_log = stack.log("order-processor");

@@ -726,7 +726,7 @@ impl<'a> LayerSender<'a> {
                     Some(SecretString::from(bench.stack.dapr_token.clone())),
                     Duration::from_secs(30),
                 )?;
-                binding.insert(Params::from_orders(&[]), None).await?;
+                binding.insert(Params::from_orders(&[]), &[]).await?;
                 Self::Binding(binding)
             }
             Layer::App => Self::Http {
@@ -755,7 +755,7 @@ impl<'a> LayerSender<'a> {
                     .await?;
             }
             Self::Binding(binding) => {
-                binding.insert(payload.params.clone(), None).await?;
+                binding.insert(payload.params.clone(), &[]).await?;
             }
             Self::Http { client, url, token } => {
                 let response = client

@@ -139,7 +139,7 @@ pub fn refusal(status: u16, code: &'static str, message: &str) -> Reply {
 }
 
 impl OrderSink for FakeOrderProcessor {
-    async fn send(&self, body: Bytes, _: Option<&str>) -> Reply {
+    async fn send(&self, body: Bytes, _: &batch::send::TraceHeaders) -> Reply {
         let orders: Vec<Value> = serde_json::from_slice(&body).unwrap();
         let ids: Vec<i64> = orders
             .iter()

@@ -20,7 +20,11 @@ use testkit::pg::TestDb;
 pub struct SqlWriter(PgPool);
 
 impl OrderWriter for SqlWriter {
-    async fn insert(&self, params: Params, _: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert(
+        &self,
+        params: Params,
+        _: &[(&'static str, String)],
+    ) -> Result<u64, BindingError> {
         let failed = |message: String| BindingError::Call(tonic::Status::internal(message));
         let values: Vec<String> =
             serde_json::from_str(params.as_str()).map_err(|e| failed(e.to_string()))?;
@@ -49,7 +53,7 @@ pub struct FailingWriter(pub tonic::Code);
 pub const SECRET_CAUSE: &str = "dial tcp 10.1.2.3:5432: password authentication failed for hunter2";
 
 impl OrderWriter for FailingWriter {
-    async fn insert(&self, _: Params, _: Option<&str>) -> Result<u64, BindingError> {
+    async fn insert(&self, _: Params, _: &[(&'static str, String)]) -> Result<u64, BindingError> {
         Err(BindingError::Call(tonic::Status::new(self.0, SECRET_CAUSE)))
     }
 }
