@@ -75,6 +75,9 @@ check_sqlx_offline_data
 JAEGER="$(jaeger_path)"
 export JAEGER
 
+# tests/testkit's alert test reads the alerts' queries with the checkers' Python.
+PYTHON="$VENV/bin/python"
+export PYTHON
 say "tests: cargo test (unit, PostgreSQL integration, end to end with daprd $("$DAPRD" --version) and Jaeger $(jaeger_version))"
 cargo test --workspace --locked
 say "all checks and tests passed"
