@@ -10,8 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
-use common::order::Order;
-use common::wire::{Size, write_orders};
+use common::wire::Size;
 
 /// Which limit a chunk passed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +58,7 @@ impl Limits {
     }
 }
 
-/// Orders that travel in one request.
+/// Orders that travel in one request, written as its body as they were cut.
 #[derive(Debug)]
 pub struct Chunk {
     /// The chunk's number in its run, from 0 (halves keep their chunk's).
@@ -68,11 +67,26 @@ pub struct Chunk {
     pub start: usize,
     /// Whether its orders were sent already in this run (it is half of one sent).
     pub sent_before: bool,
-    orders: Vec<(u64, Order)>,
+    /// `[`, then each order's JSON followed by `,`; closed with `]` when it is sealed.
+    body: Vec<u8>,
+    /// For each order: its position in the file, where its JSON ends in `body`, and its
+    /// share of the binding's `params`.
+    orders: Vec<(u64, u32, u32)>,
     size: Size,
 }
 
 impl Chunk {
+    fn new(index: usize, start: usize, capacity: usize) -> Self {
+        Self {
+            index,
+            start,
+            sent_before: false,
+            body: vec![b'['],
+            orders: Vec::with_capacity(capacity),
+            size: Size::EMPTY,
+        }
+    }
+
     /// How many orders it holds.
     pub fn len(&self) -> usize {
         self.orders.len()
@@ -85,7 +99,7 @@ impl Chunk {
 
     /// The position in the file of its first order.
     pub fn first_position(&self) -> u64 {
-        self.orders.first().map_or(0, |(position, _)| *position)
+        self.orders.first().map_or(0, |(position, _, _)| *position)
     }
 
     /// The bytes it takes on its way.
@@ -95,40 +109,51 @@ impl Chunk {
 
     /// Its request body: a JSON array of its orders.
     pub fn body(&self) -> Bytes {
-        let mut body = Vec::with_capacity(self.size.body);
-        write_orders(&mut body, self.orders.iter().map(|(_, order)| order));
-        Bytes::from(body)
+        Bytes::copy_from_slice(&self.body)
+    }
+
+    /// Adds an order whose JSON is `json`.
+    fn push(&mut self, position: u64, json: &[u8], size: Size) {
+        if !self.orders.is_empty() {
+            let last = self.body.len() - 1;
+            self.body[last] = b',';
+        }
+        self.body.extend_from_slice(json);
+        self.body.push(b']');
+        let end = u32::try_from(self.body.len() - 1).unwrap_or(u32::MAX);
+        let params = u32::try_from(size.params).unwrap_or(u32::MAX);
+        self.orders.push((position, end, params));
+        self.size = self.size.plus(size, self.orders.len() == 1);
     }
 
     /// Its two halves, or the chunk itself when it holds one order.
-    pub fn split(mut self) -> Result<(Self, Self), Self> {
+    pub fn split(self) -> Result<(Self, Self), Self> {
         let half = self.len() / 2;
         if half == 0 {
             return Err(self);
         }
-        let back = self.orders.split_off(half);
-        let (index, sent_before) = (self.index, self.sent_before);
-        let piece = |start, orders: Vec<(u64, Order)>| Self {
-            index,
-            start,
-            sent_before,
-            size: size_of(&orders),
-            orders,
-        };
-        Ok((
-            piece(self.start, self.orders),
-            piece(self.start + half, back),
-        ))
+        let mut halves = [self.start, self.start + half].map(|start| {
+            let mut piece = Self::new(self.index, start, half + 1);
+            piece.sent_before = self.sent_before;
+            piece
+        });
+        let mut from = 1;
+        for (i, &(position, end, params)) in self.orders.iter().enumerate() {
+            let json = &self.body[from..end as usize];
+            let body = json.len();
+            halves[usize::from(i >= half)].push(
+                position,
+                json,
+                Size {
+                    body,
+                    params: params as usize,
+                },
+            );
+            from = end as usize + 1;
+        }
+        let [front, back] = halves;
+        Ok((front, back))
     }
-}
-
-fn size_of(orders: &[(u64, Order)]) -> Size {
-    orders
-        .iter()
-        .enumerate()
-        .fold(Size::EMPTY, |size, (i, (_, order))| {
-            size.plus(Size::of(order), i == 0)
-        })
 }
 
 /// Takes the orders to send one by one and cuts them into chunks.
@@ -149,11 +174,11 @@ impl Cutter {
         }
     }
 
-    /// Adds order number `number` (among the orders to send), at `position` in the file;
-    /// returns the chunk it closed, if it closed one. An order that does not follow the
-    /// last one closes the chunk too: a chunk's orders are consecutive.
-    pub fn push(&mut self, number: usize, position: u64, order: Order) -> Option<Chunk> {
-        let size = Size::of(&order);
+    /// Adds order number `number` (among the orders to send), at `position` in the file,
+    /// written as `json`, of `size`; returns the chunk it closed, if it closed one. An
+    /// order that does not follow the last one closes the chunk too: a chunk's orders are
+    /// consecutive.
+    pub fn push(&mut self, number: usize, position: u64, json: &[u8], size: Size) -> Option<Chunk> {
         let full = self.building.as_ref().is_some_and(|chunk| {
             chunk.start + chunk.len() != number
                 || chunk.len() >= self.limits.orders()
@@ -162,16 +187,10 @@ impl Cutter {
         let closed = if full { self.building.take() } else { None };
         let chunk = self.building.get_or_insert_with(|| {
             self.chunks += 1;
-            Chunk {
-                index: self.chunks - 1,
-                start: number,
-                sent_before: false,
-                orders: Vec::with_capacity(self.limits.orders().min(1024)),
-                size: Size::EMPTY,
-            }
+            let capacity = self.limits.orders().min(4096);
+            Chunk::new(self.chunks - 1, number, capacity)
         });
-        chunk.size = chunk.size.plus(size, chunk.orders.is_empty());
-        chunk.orders.push((position, order));
+        chunk.push(position, json, size);
         closed
     }
 
@@ -186,6 +205,8 @@ mod tests {
     use proptest::prelude::*;
     use rust_decimal::Decimal;
 
+    use common::order::Order;
+
     use super::*;
 
     fn order(id: i64, customer: &str) -> Order {
@@ -196,7 +217,13 @@ mod tests {
         let mut cutter = Cutter::new(Arc::new(limits));
         let mut chunks: Vec<Chunk> = numbers
             .into_iter()
-            .filter_map(|n| cutter.push(n, n as u64 * 2, order(n as i64 + 1, "A \"B\"")))
+            .filter_map(|n| {
+                let order = order(n as i64 + 1, "A \"B\"");
+                let mut json = Vec::new();
+                common::wire::write_json(&mut json, &order);
+                let size = Size::of_json(&json, &order);
+                cutter.push(n, n as u64 * 2, &json, size)
+            })
             .collect();
         chunks.extend(cutter.finish());
         chunks

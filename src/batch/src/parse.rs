@@ -7,11 +7,12 @@
 //! its start by serde_json ([`Elements::failure`]), so that every error is serde_json's
 //! own, with its line and column in the file.
 
-use std::fmt;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
@@ -190,9 +191,9 @@ impl Elements {
         }
         let reader = BufReader::new((&mut self.input).take(upto));
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
-        let read = Frame
-            .deserialize(&mut deserializer)
-            .and_then(|()| deserializer.end());
+        let read = (&mut deserializer)
+            .deserialize_map(Top)
+            .and_then(|Frame { orders: Each }| deserializer.end());
         let message = match read {
             Err(error) if error.is_io() => return self.io_error(std::io::Error::other(error)),
             Err(error) => error.to_string(),
@@ -246,98 +247,82 @@ fn frame(bytes: &[u8]) -> Result<usize, bool> {
 /// The length of the JSON value at the start of `bytes` as far as its brackets and quotes
 /// tell, or `None` when `bytes` ends before it does (a number may go on in the next block).
 fn value_len(bytes: &[u8]) -> Option<usize> {
-    let (mut depth, mut string, mut escaped) = (0usize, false, false);
-    for (i, &byte) in bytes.iter().enumerate() {
+    let (mut depth, mut at) = (0usize, 0);
+    while let Some(&byte) = bytes.get(at) {
         match byte {
-            _ if escaped => escaped = false,
-            b'\\' if string => escaped = true,
-            b'"' if string => {
-                string = false;
+            b'"' => {
+                // To the closing quote, skipping escaped characters, a run at a time.
+                at += 1;
+                loop {
+                    at += memchr::memchr2(b'"', b'\\', bytes.get(at..)?)?;
+                    if bytes[at] == b'"' {
+                        break;
+                    }
+                    at += 2;
+                }
                 if depth == 0 {
-                    return Some(i + 1);
+                    return Some(at + 1);
                 }
             }
-            _ if string => {}
-            b'"' => string = true,
             b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth == 0 => return Some(i),
+            b'}' | b']' if depth == 0 => return Some(at),
             b'}' | b']' => {
                 depth -= 1;
                 if depth == 0 {
-                    return Some(i + 1);
+                    return Some(at + 1);
                 }
             }
-            b',' if depth == 0 => return Some(i),
-            _ if depth == 0 && byte.is_ascii_whitespace() => return Some(i),
+            b',' if depth == 0 => return Some(at),
+            _ if depth == 0 && byte.is_ascii_whitespace() => return Some(at),
             _ => {}
         }
+        at += 1;
     }
     None
 }
 
 /// The frame as serde_json reads it, for its errors: `{"orders": [...]}`, the key once,
-/// every element JSON.
-struct Frame;
+/// every element JSON (a value, not ignored, so that its strings are checked as UTF-8).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Frame {
+    orders: Each,
+}
 
-impl<'de> DeserializeSeed<'de> for Frame {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_map(self)
+/// Every element of `orders` read as a value, and dropped: one at a time in memory.
+struct Each;
+
+impl<'de> Deserialize<'de> for Each {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_seq(Each)
     }
 }
 
-impl<'de> Visitor<'de> for Frame {
-    type Value = ();
+impl<'de> Visitor<'de> for Each {
+    type Value = Each;
 
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(r#"an object of the form {"orders": [...]}"#)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut seen = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if key != "orders" {
-                return Err(de::Error::custom(format!(
-                    r#"unknown top-level field `{key}`: the file must be {{"orders": [...]}}"#
-                )));
-            }
-            if seen {
-                return Err(de::Error::custom(
-                    "the field `orders` appears more than once",
-                ));
-            }
-            seen = true;
-            map.next_value_seed(Orders)?;
-        }
-        if !seen {
-            return Err(de::Error::custom(
-                r#"the field `orders` is missing: the file must be {"orders": [...]}"#,
-            ));
-        }
-        Ok(())
-    }
-}
-
-struct Orders;
-
-impl<'de> DeserializeSeed<'de> for Orders {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_seq(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Orders {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("`orders` to be an array")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        // A value (not IgnoredAny) so that its strings are checked to be UTF-8.
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each, A::Error> {
         while seq.next_element::<serde_json::Value>()?.is_some() {}
-        Ok(())
+        Ok(Each)
+    }
+}
+
+/// Reads a [`Frame`] from an object only (a derived struct would take an array too).
+struct Top;
+
+impl<'de> Visitor<'de> for Top {
+    type Value = Frame;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"an object of the form {"orders": [...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Frame, A::Error> {
+        Frame::deserialize(MapAccessDeserializer::new(map))
     }
 }
 
@@ -405,9 +390,12 @@ mod tests {
         let cases: [(&[u8], &str); 12] = [
             (b"orders", "expected value at line 1 column 1"),
             (br#"[{"orderid":1}]"#, r#"{"orders": [...]}"#),
-            (br#"{"order":[]}"#, "unknown top-level field `order`"),
-            (br#"{}"#, "the field `orders` is missing"),
-            (br#"{"orders":{}}"#, "`orders` to be an array"),
+            (
+                br#"{"order":[]}"#,
+                "unknown field `order`, expected `orders`",
+            ),
+            (br#"{}"#, "missing field `orders`"),
+            (br#"{"orders":{}}"#, "expected `orders` to be an array"),
             (
                 br#"{"orders":[1,2,],"x":1}"#,
                 "trailing comma at line 1 column 16",
@@ -422,7 +410,7 @@ mod tests {
             ),
             (
                 b"{\"orders\":[1,2],\"orders\":[]}",
-                "appears more than once at line 1 column",
+                "duplicate field `orders` at line 1 column",
             ),
             (b"{\"orders\":[1,\"\xff\"]}", "invalid unicode code point"),
             (

@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::order::Order;
 use common::trace_context::Link;
 use common::wire::largest_order;
 use futures_util::StreamExt;
@@ -31,7 +30,7 @@ use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Ended, Summary};
-use crate::survey::{MAX_LISTED, Problems, Survey, survey};
+use crate::survey::{MAX_LISTED, Problems, Room, Survey, survey};
 
 /// Failures in a row, with nothing stored in between, after which order-processor looks
 /// down: the orders not sent yet wait for the next run instead of each spending the whole
@@ -40,8 +39,16 @@ const DOWN_AFTER: u32 = 2;
 
 /// Runs the file through the sink, one run at a time.
 pub struct Runner<S> {
-    memory: Arc<Mutex<Option<FileProgress>>>,
+    memory: Arc<Mutex<Memory>>,
     shared: Arc<Shared<S>>,
+}
+
+/// What runs keep for the next: what is known of the current file, and the room it was
+/// read into.
+#[derive(Default)]
+struct Memory {
+    progress: Option<FileProgress>,
+    room: Room,
 }
 
 struct Shared<S> {
@@ -69,7 +76,6 @@ struct Feed {
     /// Whether an order (by its number) is settled (`true`) or waiting (`false`).
     skip: Box<dyn Fn(usize) -> Option<bool> + Send>,
     cutter: Cutter,
-    orders: Vec<(u64, Order)>,
     ready: VecDeque<Chunk>,
     /// The number of the next order to send.
     number: usize,
@@ -83,16 +89,21 @@ impl Feed {
     /// The next chunk, or `None` after the last. Blocks while it reads.
     fn next_chunk(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<Chunk>, Error> {
         while self.ready.is_empty() && !self.finished {
-            let (survey, problems) = (&mut self.survey, &mut self.problems);
-            let more = survey.next_orders(&self.source, keep_going, problems, &mut self.orders)?;
-            for (position, order) in self.orders.drain(..) {
-                self.number += 1;
-                match (self.skip)(self.number - 1) {
-                    Some(true) => self.counts[1] += 1,
-                    Some(false) => self.counts[2] += 1,
-                    None => (self.ready).extend(self.cutter.push(self.number - 1, position, order)),
-                }
-            }
+            let (number, counts, ready) = (&mut self.number, &mut self.counts, &mut self.ready);
+            let (skip, cutter) = (&self.skip, &mut self.cutter);
+            let more = self.survey.next_orders(
+                &self.source,
+                keep_going,
+                &mut self.problems,
+                &mut |position, json, size| {
+                    *number += 1;
+                    match skip(*number - 1) {
+                        Some(true) => counts[1] += 1,
+                        Some(false) => counts[2] += 1,
+                        None => ready.extend(cutter.push(*number - 1, position, json, size)),
+                    }
+                },
+            )?;
             if !more {
                 self.ready.extend(self.cutter.finish());
                 self.finished = true;
@@ -181,9 +192,8 @@ impl<S: OrderSink> Runner<S> {
             let (started, mut summary) = (Instant::now(), Summary::default());
             let ended = runner.execute(&mut memory, &mut summary, started).await;
             summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let spans = memory
-                .as_mut()
-                .map_or(&[][..], |p| p.end_run(Instant::now()));
+            let progress = memory.progress.as_mut();
+            let spans = progress.map_or(&[][..], |p| p.end_run(Instant::now()));
             summary.end(ended, spans);
             summary.record_on(&tracing::Span::current());
             summary.log(trigger);
@@ -195,18 +205,12 @@ impl<S: OrderSink> Runner<S> {
         })
     }
 
-    async fn execute(
-        &self,
-        memory: &mut Option<FileProgress>,
-        summary: &mut Summary,
-        started: Instant,
-    ) -> Ended {
+    async fn execute(&self, memory: &mut Memory, summary: &mut Summary, started: Instant) -> Ended {
         let shared = &self.shared;
         let deadline = started + shared.settings.deadline;
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
-        let done = memory
-            .as_ref()
+        let done = (memory.progress.as_ref())
             .filter(|p| p.done())
             .map(|p| (p.digest, p.stamp));
         let (source, limits, going) = (
@@ -214,6 +218,7 @@ impl<S: OrderSink> Runner<S> {
             shared.settings.read,
             keep_going.clone(),
         );
+        let room = std::mem::take(&mut memory.room);
         let looked = crate::blocking(move || -> Result<_, Error> {
             let (mut input, stamp) = source.open()?;
             if let Some((digest, at)) = done
@@ -223,14 +228,22 @@ impl<S: OrderSink> Runner<S> {
                 return Ok((stamp, None));
             }
             let mut problems = Problems::default();
-            let survey = survey(&source, input, stamp.bytes, limits, &going, &mut problems)?;
+            let survey = survey(
+                &source,
+                input,
+                stamp.bytes,
+                limits,
+                &going,
+                &mut problems,
+                room,
+            )?;
             let same = done.is_some_and(|(digest, _)| digest == survey.digest);
             Ok((stamp, (!same).then_some((survey, problems))))
         });
         let (stamp, survey, problems) = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(&error, deadline),
             Ok((stamp, None)) => {
-                if let Some(progress) = memory.as_mut() {
+                if let Some(progress) = memory.progress.as_mut() {
                     progress.stamp = stamp;
                     (summary.read, summary.skipped) = (progress.read, progress.read);
                 }
@@ -238,9 +251,9 @@ impl<S: OrderSink> Runner<S> {
             }
             Ok((stamp, Some((survey, problems)))) => (stamp, survey, problems),
         };
-        let progress = match memory.take() {
-            Some(progress) if progress.digest == survey.digest => memory.insert(progress),
-            _ => memory.insert(FileProgress::new(
+        let progress = match memory.progress.take() {
+            Some(progress) if progress.digest == survey.digest => memory.progress.insert(progress),
+            _ => memory.progress.insert(FileProgress::new(
                 survey.digest,
                 stamp,
                 survey.read,
@@ -256,7 +269,6 @@ impl<S: OrderSink> Runner<S> {
             source: shared.source.clone(),
             skip: Box::new(progress.skips(Instant::now())),
             cutter: Cutter::new(Arc::clone(&shared.limits)),
-            orders: Vec::new(),
             ready: VecDeque::new(),
             number: 0,
             counts: [0; 3],
@@ -271,9 +283,12 @@ impl<S: OrderSink> Runner<S> {
         // What was never handed out in a chunk, or was on its way when the run stopped,
         // is left for the next run.
         summary.deferred += on_their_way + sendable.saturating_sub(handed + skipped + waiting);
-        if let Some(feed) = feed.filter(|_| !progress.problems_logged) {
-            feed.problems.log();
-            progress.problems_logged = true;
+        if let Some(feed) = feed {
+            if !progress.problems_logged {
+                feed.problems.log();
+                progress.problems_logged = true;
+            }
+            memory.room = feed.survey.into_room();
         }
         let ended = ended.unwrap_or(Ended::Finished);
         if ended == Ended::Finished && progress.done() {

@@ -15,7 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
 
 use common::order::{Order, OrderError};
-use common::wire::decode_order;
+use common::wire::{Size, decode_order, write_json};
 
 use crate::error::Error;
 use crate::parse::{BlockLimits, Elements};
@@ -31,11 +31,17 @@ pub const DIFFERING_COPIES: &str =
 /// The content hash of an invalid copy: it differs from every valid one.
 const INVALID: u64 = u64::MAX;
 
-/// Bytes one kept order takes besides its customer's text (position, order, allocation).
-const HELD_OVERHEAD: usize = 80;
-
 /// Kept orders handed out per step.
 const HELD_STEP: usize = 4096;
+
+/// The valid orders of a file small enough to keep them: their JSON, one after the other,
+/// as requests carry them, and for each its position, its end in `json` and its share of
+/// the binding's `params`. About the file's size, in two allocations.
+struct Held {
+    json: Vec<u8>,
+    orders: Vec<(u32, u32, u32)>,
+    next: usize,
+}
 
 /// How a file is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +102,16 @@ impl Problems {
     }
 }
 
+/// Room a run reads a file into, kept for the next run: allocated once, not on every
+/// run (an allocator that keeps memory per thread would otherwise keep it several times).
+#[derive(Debug, Default)]
+pub struct Room {
+    json: Vec<u8>,
+    orders: Vec<(u32, u32, u32)>,
+    keys: Vec<(i64, u64)>,
+    valid: Vec<bool>,
+}
+
 /// What the first pass found in a file.
 pub struct Survey {
     /// The SHA-256 of its bytes.
@@ -113,8 +129,8 @@ pub struct Survey {
     /// Which positions hold a valid order.
     valid: Vec<bool>,
     repeats: Repeats,
-    /// The valid orders with their positions, when the file was small enough to keep them.
-    held: Option<std::vec::IntoIter<(u64, Order)>>,
+    /// The valid orders, when the file was small enough to keep them.
+    held: Option<Held>,
     /// The handle, for the second pass, when they were not kept.
     input: Option<Box<dyn Input>>,
     /// The second pass, once it has begun.
@@ -133,11 +149,35 @@ pub fn survey(
     limits: ReadLimits,
     keep_going: &dyn Fn() -> bool,
     problems: &mut Problems,
+    room: Room,
 ) -> Result<Survey, Error> {
     let mut elements = Elements::new(input, source.path().to_owned(), limits.blocks);
-    let mut held = (bytes <= limits.hold_bytes as u64).then(Vec::new);
-    let (mut held_bytes, mut invalid) = (0, 0);
-    let (mut keys, mut valid) = (Vec::new(), Vec::new());
+    // Room as large as the file can need (an order takes at least 38 bytes), made before
+    // it is filled: growing it would copy it, and memory not written to takes none.
+    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    let most = (bytes / 38 + 1).min(1 << 22);
+    let Room {
+        mut json,
+        mut orders,
+        mut keys,
+        mut valid,
+    } = room;
+    keys.clear();
+    keys.reserve(most);
+    valid.clear();
+    valid.reserve(most);
+    let mut held = (bytes <= limits.hold_bytes).then(|| {
+        json.clear();
+        orders.clear();
+        json.reserve(bytes);
+        orders.reserve(most);
+        Held {
+            json,
+            orders,
+            next: 0,
+        }
+    });
+    let mut invalid = 0;
     loop {
         if !keep_going() {
             return Err(Error::Stopped);
@@ -149,9 +189,13 @@ pub fn survey(
                     valid.push(true);
                     keys.push((order.orderid(), content_hash(&order)));
                     if let Some(kept) = &mut held {
-                        held_bytes += HELD_OVERHEAD + order.customer().len();
-                        kept.push((position, order));
-                        if held_bytes > limits.hold_bytes {
+                        let start = kept.json.len();
+                        write_json(&mut kept.json, &order);
+                        let params = Size::of_json(&kept.json[start..], &order).params;
+                        let end = u32::try_from(kept.json.len()).unwrap_or(u32::MAX);
+                        let at = u32::try_from(position).unwrap_or(u32::MAX);
+                        kept.orders.push((at, end, params as u32));
+                        if kept.json.len() + 12 * kept.orders.len() > limits.hold_bytes {
                             held = None;
                         }
                     }
@@ -200,12 +244,40 @@ pub fn survey(
             identical,
             sent: HashSet::new(),
         },
-        held: held.map(Vec::into_iter),
+        held,
         input,
         second: None,
         path: source.path().to_owned(),
         blocks: limits.blocks,
     })
+}
+
+impl Survey {
+    /// Its room, for the next run.
+    pub fn into_room(self) -> Room {
+        let (json, orders) = self
+            .held
+            .map_or_else(Default::default, |held| (held.json, held.orders));
+        Room {
+            json,
+            orders,
+            keys: self.keys,
+            valid: self.valid,
+        }
+    }
+}
+
+/// The id of an order as [`write_json`] wrote it: `{"orderid":<id>,…`.
+fn id_of(json: &[u8]) -> i64 {
+    let digits = json.get(11..).unwrap_or_default();
+    let end = digits
+        .iter()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(digits.len());
+    std::str::from_utf8(&digits[..end])
+        .ok()
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A hash of what an order says besides its id; equal prices hash alike (1.5 and 1.50).
@@ -217,31 +289,40 @@ fn content_hash(order: &Order) -> u64 {
 }
 
 impl Survey {
-    /// Appends the next orders to send, with their positions, in file order, to `out`;
-    /// `false` once there are no more. Each call takes a step: a few thousand orders kept
-    /// in memory, or the next block of a file read again through the same handle, where
-    /// every order must be what the first pass saw. Every copy of an id given with
-    /// different contents is noted in `problems`.
+    /// Hands `each` the next orders to send, in file order: each one's position, JSON (as
+    /// a request carries it) and size; `false` once there are no more. Each call takes a
+    /// step: a few thousand orders kept in memory, or the next block of a file read again
+    /// through the same handle, where every order must be what the first pass saw. Every
+    /// copy of an id given with different contents is noted in `problems`.
     pub fn next_orders(
         &mut self,
         source: &OrdersSource,
         keep_going: &dyn Fn() -> bool,
         problems: &mut Problems,
-        out: &mut Vec<(u64, Order)>,
+        each: &mut dyn FnMut(u64, &[u8], Size),
     ) -> Result<bool, Error> {
         if !keep_going() {
             return Err(Error::Stopped);
         }
         if let Some(held) = &mut self.held {
-            for _ in 0..HELD_STEP {
-                let Some((position, order)) = held.next() else {
-                    return Ok(false);
-                };
-                if self.repeats.sends(position, &order, problems) {
-                    out.push((position, order));
+            let last = held.orders.len().min(held.next + HELD_STEP);
+            for at in held.next..last {
+                let (position, end, params) = held.orders[at];
+                let start = at.checked_sub(1).map_or(0, |before| held.orders[before].1) as usize;
+                let json = &held.json[start..end as usize];
+                if self
+                    .repeats
+                    .sends(u64::from(position), || id_of(json), problems)
+                {
+                    let size = Size {
+                        body: json.len(),
+                        params: params as usize,
+                    };
+                    each(u64::from(position), json, size);
                 }
             }
-            return Ok(true);
+            held.next = last;
+            return Ok(last < held.orders.len());
         }
         let mut elements = match self.second.take() {
             Some(elements) => elements,
@@ -252,10 +333,10 @@ impl Survey {
             }
         };
         let changed = || Error::Changed(self.path.clone());
-        let mut as_before = true;
+        let (mut as_before, mut json) = (true, Vec::new());
         let more = elements
-            .next_block(|position, json| {
-                let Some(decoded) = decode_order(position as usize, json) else {
+            .next_block(|position, text| {
+                let Some(decoded) = decode_order(position as usize, text) else {
                     return false;
                 };
                 as_before &= match &decoded {
@@ -268,15 +349,16 @@ impl Survey {
                 };
                 if let Ok(order) = decoded
                     && as_before
-                    && self.repeats.sends(position, &order, problems)
+                    && self.repeats.sends(position, || order.orderid(), problems)
                 {
-                    out.push((position, order));
+                    json.clear();
+                    write_json(&mut json, &order);
+                    each(position, &json, Size::of_json(&json, &order));
                 }
                 true
             })
             .map_err(|_| changed())?;
         if !as_before {
-            out.clear();
             return Err(changed());
         }
         if !more && (elements.digest() != self.digest || elements.count() != self.read) {
@@ -299,9 +381,12 @@ struct Repeats {
 impl Repeats {
     /// Whether a valid order is sent: not when its id's copies differ, and an order given
     /// more than once the same way only the first time.
-    fn sends(&mut self, position: u64, order: &Order, problems: &mut Problems) -> bool {
-        let id = order.orderid();
-        if !self.differing.is_empty() && self.differing.contains(&id) {
+    fn sends(&mut self, position: u64, id: impl FnOnce() -> i64, problems: &mut Problems) -> bool {
+        if self.differing.is_empty() && self.identical.is_empty() {
+            return true;
+        }
+        let id = id();
+        if self.differing.contains(&id) {
             let index = usize::try_from(position).unwrap_or(usize::MAX);
             problems.note(vec![OrderError::new(
                 index,
@@ -310,7 +395,7 @@ impl Repeats {
                 DIFFERING_COPIES,
             )]);
             false
-        } else if !self.identical.is_empty() && self.identical.contains(&id) {
+        } else if self.identical.contains(&id) {
             self.sent.insert(id)
         } else {
             true
@@ -348,6 +433,7 @@ mod tests {
             limits,
             &|| true,
             &mut problems,
+            Room::default(),
         )
         .unwrap();
         let counts = [
@@ -356,12 +442,15 @@ mod tests {
             survey.duplicates,
             survey.sendable as u64,
         ];
-        let (mut survey, mut out) = (survey, Vec::new());
+        let (mut survey, mut sent) = (survey, Vec::new());
+        let mut each = |position, json: &[u8], _| {
+            let order: serde_json::Value = serde_json::from_slice(json).unwrap();
+            sent.push((position, order["orderid"].as_i64().unwrap()));
+        };
         while survey
-            .next_orders(&source, &|| true, &mut problems, &mut out)
+            .next_orders(&source, &|| true, &mut problems, &mut each)
             .unwrap()
         {}
-        let sent: Vec<(u64, i64)> = out.iter().map(|(p, o)| (*p, o.orderid())).collect();
         let mut found: Vec<(usize, String)> = problems
             .listed
             .into_iter()
@@ -408,12 +497,21 @@ mod tests {
             ..ReadLimits::default()
         };
         let mut problems = Problems::default();
-        let mut survey = survey(&source, input, 0, limits, &|| true, &mut problems).unwrap();
+        let mut survey = survey(
+            &source,
+            input,
+            0,
+            limits,
+            &|| true,
+            &mut problems,
+            Room::default(),
+        )
+        .unwrap();
         std::fs::write(&path, one.replace("\"A\"", "\"B\"")).unwrap();
-        let mut out = Vec::new();
-        let result = survey.next_orders(&source, &|| true, &mut problems, &mut out);
+        let mut sent = 0;
+        let result = survey.next_orders(&source, &|| true, &mut problems, &mut |_, _, _| sent += 1);
         assert!(matches!(result, Err(Error::Changed(_))), "{result:?}");
-        assert!(out.is_empty(), "nothing of the changed file is handed out");
+        assert_eq!(sent, 0, "nothing of the changed file is handed out");
     }
 
     #[test]
