@@ -1,6 +1,7 @@
 // The Dapr components of the Container Apps environment: the same as components/ (names,
-// types, versions, scopes, ignoreErrors; tests/infra/contract.yaml), with Azure's connection
-// metadata, and the binding's resiliency policy. The apps depend on this module, so no
+// types, versions, scopes, ignoreErrors, initTimeout; tests/infra/contract.yaml), with
+// Azure's connection metadata, and the binding's resiliency policy. The Azure-mode tests
+// give daprd the sqldb component exactly as declared here (tests/infra/app_env.py). The apps depend on this module, so no
 // sidecar starts before its components exist.
 param environmentName string
 param batchAppId string
@@ -44,6 +45,10 @@ resource sqldb 'Microsoft.App/managedEnvironments/daprComponents@2026-01-01' = {
     // (daprdContainerCrashing). order-processor restarts its sidecar once its own database
     // login works and the binding is still missing.
     ignoreErrors: true
+    // How long the binding may take to sign in when the sidecar starts (Dapr's default:
+    // 5 s): a token from the managed identity endpoint, TLS and the Entra login, which
+    // the Azure-mode tests measure at home (docs/azure.md#signing-in-as-azure-does-at-home).
+    initTimeout: '20s'
     metadata: [
       {
         name: 'connectionString'

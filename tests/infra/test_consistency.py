@@ -59,6 +59,7 @@ class Infra:
                     "version": props["version"],
                     "scopes": [self.resolve(s) for s in props.get("scopes", [])],
                     "ignoreErrors": props.get("ignoreErrors", False),
+                    "initTimeout": props.get("initTimeout"),
                     "metadata": {m["name"]: interpolate(m.get("value")) for m in props.get("metadata", [])},
                     "symbol": symbol,
                 }
@@ -84,6 +85,7 @@ class Local:
                     "version": spec["version"],
                     "scopes": doc.get("scopes", []),
                     "ignoreErrors": spec.get("ignoreErrors", False),
+                    "initTimeout": spec.get("initTimeout"),
                     "metadata": {m["name"]: m.get("value") for m in spec.get("metadata", [])},
                 }
             elif doc["kind"] == "Resiliency":
@@ -204,6 +206,8 @@ def tree(tmp_path):
         ("infra/modules/dapr-components.bicep", "ignoreErrors: true", "ignoreErrors: false", "component sqldb: ignoreErrors"),
         ("components/sqldb.yaml", "  ignoreErrors: true\n", "", "component sqldb: ignoreErrors"),
         ("components/sqldb.yaml", "  version: v1", "  version: v2", "component sqldb: version"),
+        ("components/sqldb.yaml", "  initTimeout: 20s\n", "", "component sqldb: initTimeout"),
+        ("infra/modules/dapr-components.bicep", "initTimeout: '20s'", "initTimeout: '5s'", "component sqldb: initTimeout"),
         ("components/resiliency.yaml", "maxRetries: 2", "maxRetries: 5", "maxRetries"),
         ("components/resiliency.yaml", "consecutiveFailures >= 5", "consecutiveFailures > 5", "consecutiveFailures"),
         ("infra/modules/dapr-components.bicep", "responseTimeoutInSeconds: 5", "responseTimeoutInSeconds: 30", "timeout"),
