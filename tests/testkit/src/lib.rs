@@ -1,16 +1,22 @@
 //! Test support shared by the integration and end-to-end tests: a fresh PostgreSQL
 //! database per test (bootstrapped with the project's own `db/bootstrap.sql`, so the
 //! service connects as an ordinary role), free ports, and real daprd sidecars with the
-//! services as processes. Tests need `TEST_DATABASE_URL` (a superuser URL) and, for
-//! end-to-end tests, a daprd, and for the trace test Jaeger (`JAEGER`);
-//! `scripts/test.sh` provides all three.
+//! services as processes; and Azure mode ([`azure_mode`]), in which everything signs in to
+//! PostgreSQL with tokens over verified TLS, as a deployment does. Tests need
+//! `TEST_DATABASE_URL` (a superuser URL) and, for end-to-end tests, a daprd, for the trace
+//! test Jaeger (`JAEGER`), and for Azure mode a Python with the checkers' packages
+//! (`PYTHON`, which reads infra/); `scripts/test.sh` provides all four.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod azure;
+pub mod azure_mode;
+pub mod identity;
+pub mod infra;
 pub mod jaeger;
 pub mod pg;
 pub mod process;
 pub mod stack;
+pub mod tls;
 
 use std::path::PathBuf;
 

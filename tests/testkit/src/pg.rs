@@ -171,6 +171,19 @@ pub struct PrivateServer {
     dir: tempfile::TempDir,
     port: u16,
     bin: std::path::PathBuf,
+    settings: Vec<(String, String)>,
+}
+
+/// What a private server has beyond what `initdb` gives it.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// Files written into the data directory before the server first starts, readable by
+    /// the server alone: `server.crt` and `server.key` for TLS, `pg_hba.conf` to replace
+    /// the one `initdb` wrote.
+    pub files: Vec<(String, String)>,
+    /// Settings the server runs with (`-c name=value`; values without spaces), e.g.
+    /// `ssl=on`.
+    pub settings: Vec<(String, String)>,
 }
 
 /// The superuser's password of every private server.
@@ -180,6 +193,11 @@ impl PrivateServer {
     /// Creates and starts the cluster (as the `postgres` user when run as root: the server
     /// refuses to run as root).
     pub async fn start() -> Self {
+        Self::start_with(ServerSetup::default()).await
+    }
+
+    /// [`PrivateServer::start`] with files and settings of the caller's.
+    pub async fn start_with(setup: ServerSetup) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("dapr-rust-aca-pg-")
             .tempdir()
@@ -190,6 +208,7 @@ impl PrivateServer {
             dir,
             port: crate::stack::free_port(),
             bin: pg_bindir(),
+            settings: setup.settings,
         };
         if is_root() {
             let status = Command::new("chown")
@@ -215,8 +234,54 @@ impl PrivateServer {
                 ],
             )
             .await;
+        for (name, contents) in &setup.files {
+            server.write_private(name, contents).await;
+        }
         server.start_again().await;
         server
+    }
+
+    /// Writes a file into the data directory that only the server's user may read (as
+    /// PostgreSQL requires of a private key).
+    async fn write_private(&self, name: &str, contents: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join("data").join(name);
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {name}: {e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .expect("permissions");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(&path)
+                .status()
+                .await
+                .expect("chown");
+            assert!(status.success(), "chown of {name} failed");
+        }
+    }
+
+    /// Replaces files of the data directory (as [`ServerSetup::files`]) and has the server
+    /// read its configuration again (`pg_reload_conf()`: e.g. a new certificate, for new
+    /// connections; the reload is done when the server next handles a signal).
+    pub async fn replace_files(&self, files: &[(String, String)]) {
+        for (name, contents) in files {
+            self.write_private(name, contents).await;
+        }
+        let mut conn = self.connect_as_superuser("postgres").await;
+        sqlx::query("SELECT pg_reload_conf()")
+            .execute(&mut conn)
+            .await
+            .expect("pg_reload_conf()");
+    }
+
+    /// The port it listens on (127.0.0.1 only).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// The superuser URL.
@@ -256,11 +321,14 @@ impl PrivateServer {
 
     /// Starts the server (again).
     pub async fn start_again(&self) {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off",
             self.port,
             self.dir.path().display()
         );
+        for (name, value) in &self.settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
         let log = self.dir.path().join("server.log").display().to_string();
         self.as_owner(
             "pg_ctl",

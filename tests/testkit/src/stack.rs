@@ -63,26 +63,59 @@ pub struct StackOptions {
     pub otlp: Option<String>,
 }
 
-/// Where order-processor keeps its orders.
+/// Where order-processor keeps its orders, and how it and its sidecar sign in there.
 pub struct Database {
-    app_url: String,
+    app_url: Option<String>,
     admin_url: String,
+    platform: Option<Platform>,
     _test_db: Option<TestDb>,
+}
+
+/// What the platform gives the processes besides the stack's own plumbing (ports, API
+/// tokens, the test's settings), for a database the apps sign in to as in Azure: the apps'
+/// environment from infra/ with the stand-ins' variables, the environment of
+/// order-processor's sidecar, and components that replace those of components/ (file
+/// name, contents). The processes then inherit none of the test's own sign-in variables
+/// (`AZURE_*`, `IDENTITY_*`, `MSI_*`, `IMDS_*`, `PG*`, `SSL_CERT_*`, `DB_*`, `DATABASE_*`).
+#[derive(Debug, Clone, Default)]
+pub struct Platform {
+    /// order-processor's environment.
+    pub order_processor_env: Vec<(String, String)>,
+    /// batch's environment.
+    pub batch_env: Vec<(String, String)>,
+    /// The environment of order-processor's sidecar.
+    pub sidecar_env: Vec<(String, String)>,
+    /// Component files that replace (or join) those of components/.
+    pub components: Vec<(String, String)>,
 }
 
 impl Database {
     /// A database given by URLs: the app role's, and a superuser's for checks.
     pub fn new(app_url: String, admin_url: String) -> Self {
         Self {
-            app_url,
+            app_url: Some(app_url),
             admin_url,
+            platform: None,
             _test_db: None,
         }
     }
 
-    /// The URL order-processor and its binding sign in with.
+    /// A database the apps sign in to with what `platform` gives them, and a superuser's
+    /// URL for checks.
+    pub fn signed_in_by(platform: Platform, admin_url: String) -> Self {
+        Self {
+            app_url: None,
+            admin_url,
+            platform: Some(platform),
+            _test_db: None,
+        }
+    }
+
+    /// The URL order-processor and its binding sign in with (databases given by URLs).
     pub fn app_url(&self) -> String {
-        self.app_url.clone()
+        self.app_url
+            .clone()
+            .expect("this database is signed in to as in Azure, without a URL")
     }
 
     /// A superuser URL of the same database.
@@ -94,8 +127,9 @@ impl Database {
 impl From<TestDb> for Database {
     fn from(db: TestDb) -> Self {
         Self {
-            app_url: db.app_url(),
+            app_url: Some(db.app_url()),
             admin_url: db.admin_url(),
+            platform: None,
             _test_db: Some(db),
         }
     }
@@ -139,7 +173,13 @@ impl Stack {
         let db = db.into();
         let dir_guard = TempDir::new();
         let dir = dir_guard.path();
-        write_resources(&dir, &options.schedule, options.otlp.as_deref());
+        let platform = db.platform.clone().unwrap_or_default();
+        write_resources(
+            &dir,
+            &options.schedule,
+            options.otlp.as_deref(),
+            &platform.components,
+        );
         let mut op_env = options.order_processor_env;
         let mut batch_env = options.batch_env;
         if let Some(address) = &options.otlp {
@@ -153,8 +193,8 @@ impl Stack {
         fs::write(dir.join("orders.json"), &options.orders).expect("write orders file");
         let mut stack = Self {
             db,
-            dapr_token: token(),
-            app_token: token(),
+            dapr_token: random_token(),
+            app_token: random_token(),
             dir,
             op: Ports::new(),
             batch: Ports::new(),
@@ -172,7 +212,8 @@ impl Stack {
         // tables while the other does fails with SQLITE_BUSY and resolves no app: one at
         // a time, as scripts/run.sh starts them.
         stack.wait_sidecar("order-processor").await;
-        let mut env = vec![
+        let mut env = platform.batch_env.clone();
+        env.extend([
             (
                 "ORDERS_FILE".to_owned(),
                 stack.dir.join("orders.json").display().to_string(),
@@ -180,7 +221,7 @@ impl Stack {
             ("CHUNK_SIZE".to_owned(), options.chunk_size.to_string()),
             ("INVOKE_RETRY_DELAY_MS".to_owned(), "50".to_owned()),
             ("INVOKE_MAX_RETRIES".to_owned(), "3".to_owned()),
-        ];
+        ]);
         env.extend(batch_env);
         env.push(("DAPR_API_TOKEN".to_owned(), stack.dapr_token.clone()));
         env.push(("APP_API_TOKEN".to_owned(), stack.app_token.clone()));
@@ -195,9 +236,16 @@ impl Stack {
 
     /// Starts order-processor (again).
     pub fn start_order_processor(&mut self) {
-        let url = self.db.app_url();
-        let mut env: Vec<(String, String)> = [
-            ("DATABASE_URL", url.as_str()),
+        let mut env = self
+            .db
+            .platform
+            .as_ref()
+            .map(|p| p.order_processor_env.clone())
+            .unwrap_or_default();
+        if let Some(url) = &self.db.app_url {
+            env.push(("DATABASE_URL".to_owned(), url.clone()));
+        }
+        let plumbing: Vec<(String, String)> = [
             ("APP_PORT", &self.op.app.to_string()),
             ("DAPR_HTTP_PORT", &self.op.http.to_string()),
             ("DAPR_GRPC_PORT", &self.op.grpc.to_string()),
@@ -206,6 +254,7 @@ impl Stack {
         ]
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .into();
+        env.extend(plumbing);
         env.extend(self.op_env.iter().cloned());
         self.spawn_app("order-processor", &env);
     }
@@ -268,7 +317,11 @@ impl Stack {
 
     fn spawn_app(&mut self, name: &'static str, env: &[(String, String)]) {
         let log = self.log_file(name);
-        let child = Command::new(binaries(self.release).join(name))
+        let mut command = Command::new(binaries(self.release).join(name));
+        if self.db.platform.is_some() {
+            without_inherited_sign_in(&mut command);
+        }
+        let child = command
             .envs(env.iter().cloned())
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log"))
@@ -296,7 +349,13 @@ impl Stack {
         let dir = self.dir.clone();
         let log = self.dir.join(format!("{app_id}-daprd.log"));
         let tokens = (self.dapr_token.clone(), self.app_token.clone());
-        let connection = (app_id == "order-processor").then(|| self.db.app_url());
+        let is_op = app_id == "order-processor";
+        let connection = is_op.then(|| self.db.app_url.clone()).flatten();
+        let hermetic = self.db.platform.is_some();
+        let platform_env = match &self.db.platform {
+            Some(platform) if is_op => platform.sidecar_env.clone(),
+            _ => Vec::new(),
+        };
         let extra: Vec<String> = self
             .sidecar_args
             .iter()
@@ -328,6 +387,10 @@ impl Stack {
                 .env("APP_API_TOKEN", &tokens.1)
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log);
+            if hermetic {
+                without_inherited_sign_in(&mut command);
+            }
+            command.envs(platform_env.iter().cloned());
             if let Some(url) = &connection {
                 command.env("SQLDB_CONNECTION_STRING", url);
             }
@@ -647,8 +710,8 @@ impl WritesHeld {
     }
 }
 
-/// A random token for the sidecars and apps of one stack.
-fn token() -> String {
+/// A random token (32 hex digits), e.g. for the sidecars and apps of one stack.
+pub fn random_token() -> String {
     use std::hash::{BuildHasher, RandomState};
     let state = RandomState::new();
     format!("{:016x}{:016x}", state.hash_one(1u8), state.hash_one(2u8))
@@ -659,9 +722,43 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Copies `components/` with the cron schedule replaced; the Configuration goes next to it
-/// and exports spans to `otlp` when given.
-fn write_resources(dir: &Path, schedule: &str, otlp: Option<&str>) {
+/// The variables of the test's own environment a process could sign in with, which
+/// processes signed in as in Azure do not inherit.
+pub(crate) fn inherited_sign_in_vars() -> Vec<std::ffi::OsString> {
+    const PREFIXES: [&str; 8] = [
+        "AZURE_",
+        "IDENTITY_",
+        "MSI_",
+        "IMDS_",
+        "PG",
+        "SSL_CERT_",
+        "DB_",
+        "DATABASE_",
+    ];
+    std::env::vars_os()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            let text = name.to_string_lossy();
+            PREFIXES.iter().any(|p| text.starts_with(p))
+        })
+        .collect()
+}
+
+fn without_inherited_sign_in(command: &mut Command) {
+    for name in inherited_sign_in_vars() {
+        command.env_remove(name);
+    }
+}
+
+/// Copies `components/` with the cron schedule replaced, then writes `replacements` (file
+/// name, contents) over it; the Configuration goes next to it and exports spans to `otlp`
+/// when given.
+fn write_resources(
+    dir: &Path,
+    schedule: &str,
+    otlp: Option<&str>,
+    replacements: &[(String, String)],
+) {
     let source = workspace_root().join("components");
     let resources = dir.join("resources");
     fs::create_dir_all(&resources).expect("resources dir");
@@ -679,6 +776,9 @@ fn write_resources(dir: &Path, schedule: &str, otlp: Option<&str>) {
             let text = text.replace("\"@every 10s\"", &format!("\"{schedule}\""));
             fs::write(resources.join(name), text).expect("write component");
         }
+    }
+    for (name, text) in replacements {
+        fs::write(resources.join(name), text).expect("write component");
     }
 }
 

@@ -1,55 +1,43 @@
-//! Azure's first deployment, in the order things happen there, against a server set up
-//! like Azure's (PostgreSQL 17, a non-superuser Entra administrator, Azure's principal
-//! function): the apps and their sidecars may start before the bootstrap has created the
-//! app's role and database (the first `azd provision`; a revision that starts in any other
-//! order), or after it (`azd deploy`, whose postpublish hook runs the bootstrap before the
-//! revision, and a re-provision after a failed deploy). Either way every order is stored
-//! exactly once, and no process needs a hand: at most one supervised restart of
-//! order-processor's sidecar, which Container Apps does by itself.
+//! Azure's first deployment, in the order things happen there, in Azure mode: a server set
+//! up like Azure's (PostgreSQL 17, a non-superuser Entra administrator, Azure's principal
+//! function) that takes tokens over TLS only, a stand-in of the managed identity endpoint,
+//! and order-processor, its sidecar and the bootstrap started with the environment infra/
+//! gives them (testkit's `azure_mode`). The apps and their sidecars may start before the
+//! bootstrap has created the app's role and database (the first `azd provision`; a
+//! revision that starts in any other order), or after it (`azd deploy`, whose postpublish
+//! hook runs the bootstrap before the revision, and a re-provision after a failed deploy).
+//! Either way every order is stored exactly once, and no process needs a hand: at most one
+//! supervised restart of order-processor's sidecar, which Container Apps does by itself.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use testkit::azure::{AzureLikeServer, PrincipalFunction};
-use testkit::stack::{Database, Stack, StackOptions, binaries, expected_rows, orders_json};
+use testkit::azure::PrincipalFunction;
+use testkit::azure_mode::{APP, AzureMode, AzureOptions, JOB, SIDECAR};
+use testkit::identity::Answer;
+use testkit::stack::{Stack, StackOptions, expected_rows, orders_json};
 
-const ROLE: &str = "id-orders-data";
-const OBJECT_ID: &str = "6f1d2c3b-4a59-4e7d-9c8b-1a2b3c4d5e6f";
-const DATABASE: &str = "orders";
 const ORDERS: i64 = 300;
 /// How long the system may take to converge once the bootstrap has run.
 const CONVERGE: Duration = Duration::from_secs(90);
 
-/// The app's database on the server, as the app and the checks reach it.
-fn database(server: &AzureLikeServer) -> Database {
-    Database::new(
-        server.principal_url(ROLE, OBJECT_ID, DATABASE),
-        server.superuser_url(DATABASE),
-    )
+async fn azure(mode: PrincipalFunction) -> AzureMode {
+    AzureMode::start(AzureOptions {
+        mode,
+        ..AzureOptions::default()
+    })
+    .await
 }
 
-/// The stack as deployed: order-processor keeps retrying its database for 15 minutes.
+/// The cron every second; order-processor keeps retrying its database for as long as
+/// infra/ tells it to (`DB_STARTUP_TIMEOUT_SECS`).
 fn options() -> StackOptions {
-    let mut options = StackOptions::every_second(orders_json(1, ORDERS), 50);
-    options
-        .order_processor_env
-        .push(("DB_STARTUP_TIMEOUT_SECS".to_owned(), "900".to_owned()));
-    options
+    StackOptions::every_second(orders_json(1, ORDERS), 50)
 }
 
-/// Runs `order-processor bootstrap` as the Entra administrator, as the Container Apps job
-/// does (there with the administrator's managed identity, here with its password).
-async fn bootstrap(server: &AzureLikeServer) {
-    let output = tokio::process::Command::new(binaries(false).join("order-processor"))
-        .arg("bootstrap")
-        .env("DATABASE_ADMIN_URL", server.admin_url("postgres"))
-        .env("DB_NAME", DATABASE)
-        .env("APP_ROLE", ROLE)
-        .env("APP_ROLE_OBJECT_ID", OBJECT_ID)
-        .env("RUST_LOG", "info")
-        .output()
-        .await
-        .expect("run order-processor bootstrap");
+/// Runs the bootstrap job as Container Apps does, signed in as the Entra administrator.
+async fn bootstrap(azure: &AzureMode) {
+    let output = azure.bootstrap().await;
     assert!(
         output.status.success(),
         "bootstrap failed:\n{}{}",
@@ -67,10 +55,50 @@ async fn every_order_stored_once(stack: &Stack) {
     assert_eq!(stack.stored().await, expected_rows(1, ORDERS));
 }
 
+/// Every process signed in as in Azure: each asked the identity endpoint for its own
+/// identity's token and got it, and every login of the app's role was over TLS.
+fn signed_in_with_tokens(azure: &AzureMode) {
+    let requests = azure.identity.requests();
+    for (caller, identity) in [
+        (APP, &azure.data),
+        (SIDECAR, &azure.data),
+        (JOB, &azure.admin),
+    ] {
+        let theirs: Vec<_> = requests
+            .iter()
+            .filter(|r| r.caller.as_deref() == Some(caller))
+            .collect();
+        assert!(!theirs.is_empty(), "{caller} asked for no token");
+        for request in theirs {
+            assert_eq!(
+                request.client_id.as_deref(),
+                Some(identity.client_id.as_str()),
+                "{caller}"
+            );
+            assert!(
+                matches!(&request.answer, Answer::Token { identity: name, .. } if *name == identity.name),
+                "{caller}: {request:?}"
+            );
+        }
+    }
+    let log = azure.server.server().log();
+    let logins: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("connection authorized: user={}", azure.data.name)))
+        .collect();
+    assert!(
+        logins.len() >= 2,
+        "the app and its sidecar signed in:\n{log}"
+    );
+    for login in logins {
+        assert!(login.contains("SSL enabled"), "{login}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
-    let server = AzureLikeServer::start(PrincipalFunction::SecurityDefiner).await;
-    let mut stack = Stack::start_unready(options(), database(&server)).await;
+    let azure = azure(PrincipalFunction::SecurityDefiner).await;
+    let mut stack = Stack::start_unready(options(), azure.database(azure.platform())).await;
 
     // As after the first provision: the sidecar could not sign in, so it runs without the
     // binding instead of crash-looping, and order-processor is not ready.
@@ -80,7 +108,7 @@ async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
             CONVERGE,
             || async {
                 stack
-                    .log("order-processor-daprd")
+                    .log(SIDECAR)
                     .contains("Ignoring error processing component")
             },
         )
@@ -93,7 +121,7 @@ async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
     );
     let apps = (stack.pid("order-processor"), stack.pid("batch"));
 
-    bootstrap(&server).await;
+    bootstrap(&azure).await;
     every_order_stored_once(&stack).await;
     stack.wait_ready("order-processor").await;
 
@@ -114,14 +142,29 @@ async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
             .contains("restarting the sidecar"),
         "order-processor says why it restarted its sidecar"
     );
+    signed_in_with_tokens(&azure);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_started_after_the_bootstrap_need_no_restart() {
-    let server = AzureLikeServer::start(PrincipalFunction::SecurityInvoker).await;
-    bootstrap(&server).await;
-    let stack = Stack::start_on(options(), database(&server)).await;
+    let azure = azure(PrincipalFunction::SecurityInvoker).await;
+    bootstrap(&azure).await;
+    let stack = Stack::start_on(options(), azure.database(azure.platform())).await;
     every_order_stored_once(&stack).await;
     assert_eq!(stack.sidecar_restarts("order-processor"), 0);
     assert_eq!(stack.sidecar_restarts("batch"), 0);
+    signed_in_with_tokens(&azure);
+
+    // The binding's first sign-in (token, TLS, login, ping) fits its initTimeout, which
+    // leaves room for what Azure adds (docs/azure.md).
+    let took = azure
+        .binding_sign_in(&stack)
+        .expect("the sidecar loaded the binding");
+    eprintln!(
+        "the binding's first sign-in took {} ms, {} ms of it the token request (initTimeout {} s)",
+        took.total.as_millis(),
+        took.token.as_millis(),
+        azure.init_timeout().as_secs()
+    );
+    assert!(took.total < azure.init_timeout(), "{took:?}");
 }
