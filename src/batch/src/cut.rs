@@ -76,13 +76,18 @@ pub struct Chunk {
 }
 
 impl Chunk {
-    fn new(index: usize, start: usize, capacity: usize) -> Self {
+    /// An empty chunk with room for `orders` orders and `bytes` bytes of body: made once,
+    /// as large as the chunk may grow (room not written to takes no memory), so that its
+    /// body is not copied as it grows.
+    fn new(index: usize, start: usize, orders: usize, bytes: usize) -> Self {
+        let mut body = Vec::with_capacity(bytes);
+        body.push(b'[');
         Self {
             index,
             start,
             sent_before: false,
-            body: vec![b'['],
-            orders: Vec::with_capacity(capacity),
+            body,
+            orders: Vec::with_capacity(orders),
             size: Size::EMPTY,
         }
     }
@@ -133,7 +138,7 @@ impl Chunk {
             return Err(self);
         }
         let mut halves = [self.start, self.start + half].map(|start| {
-            let mut piece = Self::new(self.index, start, half + 1);
+            let mut piece = Self::new(self.index, start, half + 1, self.body.len());
             piece.sent_before = self.sent_before;
             piece
         });
@@ -187,8 +192,8 @@ impl Cutter {
         let closed = if full { self.building.take() } else { None };
         let chunk = self.building.get_or_insert_with(|| {
             self.chunks += 1;
-            let capacity = self.limits.orders().min(4096);
-            Chunk::new(self.chunks - 1, number, capacity)
+            let (orders, bytes) = (self.limits.orders(), self.limits.bytes());
+            Chunk::new(self.chunks - 1, number, orders, bytes + 2)
         });
         chunk.push(position, json, size);
         closed
