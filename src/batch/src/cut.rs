@@ -193,7 +193,8 @@ impl Cutter {
         let chunk = self.building.get_or_insert_with(|| {
             self.chunks += 1;
             let (orders, bytes) = (self.limits.orders(), self.limits.bytes());
-            Chunk::new(self.chunks - 1, number, orders, bytes + 2)
+            // No chunk is larger than daprd's 4 MiB, whatever the limit says.
+            Chunk::new(self.chunks - 1, number, orders, bytes.min(4 << 20) + 2)
         });
         chunk.push(position, json, size);
         closed
