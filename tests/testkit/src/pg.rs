@@ -206,7 +206,7 @@ impl PrivateServer {
         std::fs::write(&pwfile, PRIVATE_PASSWORD).expect("password file");
         let server = Self {
             dir,
-            port: crate::stack::free_port(),
+            port: crate::process::free_port(),
             bin: pg_bindir(),
             settings: setup.settings,
         };
