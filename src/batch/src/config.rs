@@ -14,7 +14,7 @@ use common::wire::largest_order;
 use secrecy::SecretString;
 
 use crate::source::OrdersSource;
-use crate::survey::ReadLimits;
+use crate::parse::BlockLimits;
 
 /// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
 /// gRPC API), which order-processor applies to its own requests too.
@@ -79,7 +79,7 @@ pub struct Settings {
     /// (`RUN_DEADLINE_SECS`, default 600).
     pub deadline: Duration,
     /// How the file is read.
-    pub read: ReadLimits,
+    pub read: BlockLimits,
 }
 
 impl Config {
@@ -133,7 +133,7 @@ impl Config {
                     600,
                     1..=86_400,
                 )?),
-                read: ReadLimits::default(),
+                read: BlockLimits::default(),
             },
         })
     }

@@ -30,7 +30,7 @@ use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Ended, Summary};
-use crate::survey::{MAX_LISTED, Problems, Room, Survey, survey};
+use crate::survey::{MAX_LISTED, Problems, Survey, survey};
 
 /// Failures in a row, with nothing stored in between, after which order-processor looks
 /// down: the orders not sent yet wait for the next run instead of each spending the whole
@@ -43,12 +43,10 @@ pub struct Runner<S> {
     shared: Arc<Shared<S>>,
 }
 
-/// What runs keep for the next: what is known of the current file, and the room it was
-/// read into.
+/// What runs keep for the next: what is known of the current file.
 #[derive(Default)]
 struct Memory {
     progress: Option<FileProgress>,
-    room: Room,
 }
 
 struct Shared<S> {
@@ -218,7 +216,6 @@ impl<S: OrderSink> Runner<S> {
             shared.settings.read,
             keep_going.clone(),
         );
-        let room = std::mem::take(&mut memory.room);
         let looked = crate::blocking(move || -> Result<_, Error> {
             let (mut input, stamp) = source.open()?;
             if let Some((digest, at)) = done
@@ -228,15 +225,7 @@ impl<S: OrderSink> Runner<S> {
                 return Ok((stamp, None));
             }
             let mut problems = Problems::default();
-            let survey = survey(
-                &source,
-                input,
-                stamp.bytes,
-                limits,
-                &going,
-                &mut problems,
-                room,
-            )?;
+            let survey = survey(&source, input, stamp.bytes, limits, &going, &mut problems)?;
             let same = done.is_some_and(|(digest, _)| digest == survey.digest);
             Ok((stamp, (!same).then_some((survey, problems))))
         });
@@ -283,12 +272,11 @@ impl<S: OrderSink> Runner<S> {
         // What was never handed out in a chunk, or was on its way when the run stopped,
         // is left for the next run.
         summary.deferred += on_their_way + sendable.saturating_sub(handed + skipped + waiting);
-        if let Some(feed) = feed {
-            if !progress.problems_logged {
-                feed.problems.log();
-                progress.problems_logged = true;
-            }
-            memory.room = feed.survey.into_room();
+        if let Some(feed) = feed
+            && !progress.problems_logged
+        {
+            feed.problems.log();
+            progress.problems_logged = true;
         }
         let ended = ended.unwrap_or(Ended::Finished);
         if ended == Ended::Finished && progress.done() {

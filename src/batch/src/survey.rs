@@ -1,21 +1,21 @@
-//! Reading the file and judging every order: each is decoded and validated as it is read
-//! ([`survey`]), and ids that appear more than once are settled before anything is sent.
-//! The rule for a repeated id: copies that say the same (same customer, same price value)
-//! are one order, sent once, and the others are counted as `duplicates`; copies that
-//! differ, or where any copy is invalid, cannot all be right, so every copy is rejected
-//! and none is stored. The orders to send are then handed out in file order
-//! ([`Survey::next_orders`]): from memory for a small file, whose valid orders are
-//! kept (about the file's size); by a second pass through the same handle for a larger
-//! one, which keeps 16 bytes an order (id and content hash) and checks each order against
-//! what the first pass saw, failing with [`Error::Changed`] when the file was written to
-//! in between.
+//! Reading the file and judging every order, in two passes through one handle. The first
+//! ([`survey`]) decodes and validates each order, notes its problems, and settles ids that
+//! appear more than once before anything is sent. The rule for a repeated id: copies that
+//! say the same (same customer, same price value) are one order, sent once, and the others
+//! are counted as `duplicates`; copies that differ, or where any copy is invalid, cannot all
+//! be right, so every copy is rejected and none is stored. The second pass
+//! ([`Survey::next_orders`]) reads the file again, a block per step, and hands out the
+//! orders to send in file order as the file writes them, each checked against the first
+//! pass by a hash of its bytes ([`Error::Changed`] when the file was written to in between).
+//! Between the passes memory holds 12 bytes an order: that hash and the order's size.
 
 use std::collections::HashSet;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::path::PathBuf;
 
 use common::order::{Order, OrderError};
-use common::wire::{Size, decode_order, write_json};
+use common::wire::{Size, decode_order};
+use foldhash::quality::FixedState;
 
 use crate::error::Error;
 use crate::parse::{BlockLimits, Elements};
@@ -31,36 +31,11 @@ pub const DIFFERING_COPIES: &str =
 /// The content hash of an invalid copy: it differs from every valid one.
 const INVALID: u64 = u64::MAX;
 
-/// Kept orders handed out per step.
-const HELD_STEP: usize = 4096;
+/// The `params` share noted for an invalid order, which is never sent.
+const NOT_SENT: u32 = u32::MAX;
 
-/// The valid orders of a file small enough to keep them: their JSON, one after the other,
-/// as requests carry them, and for each its position, its end in `json` and its share of
-/// the binding's `params`. About the file's size, in two allocations.
-struct Held {
-    json: Vec<u8>,
-    orders: Vec<(u32, u32, u32)>,
-    next: usize,
-}
-
-/// How a file is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadLimits {
-    /// Block size and the largest order.
-    pub blocks: BlockLimits,
-    /// The valid orders of a file are kept in memory (one pass) while they take at most
-    /// this many bytes; past it the file is read a second time instead.
-    pub hold_bytes: usize,
-}
-
-impl Default for ReadLimits {
-    fn default() -> Self {
-        Self {
-            blocks: BlockLimits::default(),
-            hold_bytes: 12 << 20,
-        }
-    }
-}
+/// Hashes the same bytes alike within the process.
+const HASHER: FixedState = FixedState::with_seed(0x6f72_6465_7273);
 
 /// The problems a run found in the data: the first [`MAX_LISTED`], and how many more.
 /// Logged once per file, after the run ([`Problems::log`]).
@@ -82,12 +57,6 @@ impl Problems {
         }
     }
 
-    /// Adds what another part of the run found.
-    pub fn merge(&mut self, other: Self) {
-        self.more += other.more;
-        self.note(other.listed);
-    }
-
     /// Logs each problem, and how many more there were.
     pub fn log(&self) {
         for problem in &self.listed {
@@ -102,16 +71,6 @@ impl Problems {
     }
 }
 
-/// Room a run reads a file into, kept for the next run: allocated once, not on every
-/// run (an allocator that keeps memory per thread would otherwise keep it several times).
-#[derive(Debug, Default)]
-pub struct Room {
-    json: Vec<u8>,
-    orders: Vec<(u32, u32, u32)>,
-    keys: Vec<(i64, u64)>,
-    valid: Vec<bool>,
-}
-
 /// What the first pass found in a file.
 pub struct Survey {
     /// The SHA-256 of its bytes.
@@ -124,14 +83,12 @@ pub struct Survey {
     pub duplicates: u64,
     /// The orders to send.
     pub sendable: usize,
-    /// Id and content hash of every order (invalid: [`INVALID`]), sorted.
-    keys: Vec<(i64, u64)>,
-    /// Which positions hold a valid order.
-    valid: Vec<bool>,
+    /// For each position, a hash of the order's bytes.
+    hashes: Vec<u64>,
+    /// For each position, the order's share of the binding's `params` ([`NOT_SENT`]: invalid).
+    params: Vec<u32>,
     repeats: Repeats,
-    /// The valid orders, when the file was small enough to keep them.
-    held: Option<Held>,
-    /// The handle, for the second pass, when they were not kept.
+    /// The handle, for the second pass.
     input: Option<Box<dyn Input>>,
     /// The second pass, once it has begun.
     second: Option<Elements>,
@@ -146,65 +103,35 @@ pub fn survey(
     source: &OrdersSource,
     input: Box<dyn Input>,
     bytes: u64,
-    limits: ReadLimits,
+    blocks: BlockLimits,
     keep_going: &dyn Fn() -> bool,
     problems: &mut Problems,
-    room: Room,
 ) -> Result<Survey, Error> {
-    let mut elements = Elements::new(input, source.path().to_owned(), limits.blocks);
+    let mut elements = Elements::new(input, source.path().to_owned(), blocks, true);
     // Room as large as the file can need (an order takes at least 38 bytes), made before
     // it is filled: growing it would copy it, and memory not written to takes none.
-    let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
-    let most = (bytes / 38 + 1).min(1 << 22);
-    let Room {
-        mut json,
-        mut orders,
-        mut keys,
-        mut valid,
-    } = room;
-    keys.clear();
-    keys.reserve(most);
-    valid.clear();
-    valid.reserve(most);
-    let mut held = (bytes <= limits.hold_bytes).then(|| {
-        json.clear();
-        orders.clear();
-        json.reserve(bytes);
-        orders.reserve(most);
-        Held {
-            json,
-            orders,
-            next: 0,
-        }
-    });
+    let most = (usize::try_from(bytes).unwrap_or(usize::MAX) / 38 + 1).min(1 << 22);
+    let (mut hashes, mut params) = (Vec::with_capacity(most), Vec::with_capacity(most));
+    let mut keys: Vec<(i64, u64)> = Vec::with_capacity(most);
     let mut invalid = 0;
     loop {
         if !keep_going() {
             return Err(Error::Stopped);
         }
         let more = elements.next_block(|position, json| {
-            match decode_order(position as usize, json) {
-                None => return false,
-                Some(Ok(order)) => {
-                    valid.push(true);
+            let Some(decoded) = decode_order(position as usize, json) else {
+                return false;
+            };
+            hashes.push(HASHER.hash_one(json));
+            match decoded {
+                Ok(order) => {
                     keys.push((order.orderid(), content_hash(&order)));
-                    if let Some(kept) = &mut held {
-                        let start = kept.json.len();
-                        write_json(&mut kept.json, &order);
-                        let params = Size::of_json(&kept.json[start..], &order).params;
-                        let end = u32::try_from(kept.json.len()).unwrap_or(u32::MAX);
-                        let at = u32::try_from(position).unwrap_or(u32::MAX);
-                        kept.orders.push((at, end, params as u32));
-                        if kept.json.len() + 12 * kept.orders.len() > limits.hold_bytes {
-                            held = None;
-                        }
-                    }
+                    params.push(u32::try_from(Size::of(&order).params).unwrap_or(NOT_SENT - 1));
                 }
-                Some(Err(errors)) => {
-                    valid.push(false);
+                Err(errors) => {
+                    params.push(NOT_SENT);
                     invalid += 1;
-                    let id = errors.iter().find_map(|e| e.orderid);
-                    keys.extend(id.map(|id| (id, INVALID)));
+                    keys.extend(errors.iter().find_map(|e| e.orderid).map(|id| (id, INVALID)));
                     problems.note(errors);
                 }
             }
@@ -215,85 +142,45 @@ pub fn survey(
         }
     }
     keys.sort_unstable();
-    let (mut differing, mut identical) = (HashSet::new(), HashSet::new());
-    let (mut repeated_valid, mut duplicates) = (0, 0);
+    let (mut repeats, mut repeated_valid, mut duplicates) = (Repeats::default(), 0, 0);
     for copies in keys.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
-        let same = copies.iter().all(|k| k.1 == copies[0].1 && k.1 != INVALID);
-        if same {
-            identical.insert(copies[0].0);
+        if copies.iter().all(|k| k.1 == copies[0].1 && k.1 != INVALID) {
+            repeats.identical.insert(copies[0].0);
             duplicates += copies.len() as u64 - 1;
         } else {
-            differing.insert(copies[0].0);
+            repeats.differing.insert(copies[0].0);
             repeated_valid += copies.iter().filter(|k| k.1 != INVALID).count() as u64;
         }
     }
     let read = elements.count();
-    let valid_orders = read - invalid;
-    let digest = elements.digest();
-    let input = held.is_none().then(|| elements.into_input());
     Ok(Survey {
-        digest,
+        digest: elements.digest(),
         read,
         rejected: invalid + repeated_valid,
         duplicates,
-        sendable: usize::try_from(valid_orders - repeated_valid - duplicates).unwrap_or(0),
-        keys,
-        valid,
-        repeats: Repeats {
-            differing,
-            identical,
-            sent: HashSet::new(),
-        },
-        held,
-        input,
+        sendable: usize::try_from(read - invalid - repeated_valid - duplicates).unwrap_or(0),
+        hashes,
+        params,
+        repeats,
+        input: Some(elements.into_input()),
         second: None,
         path: source.path().to_owned(),
-        blocks: limits.blocks,
+        blocks,
     })
-}
-
-impl Survey {
-    /// Its room, for the next run.
-    pub fn into_room(self) -> Room {
-        let (json, orders) = self
-            .held
-            .map_or_else(Default::default, |held| (held.json, held.orders));
-        Room {
-            json,
-            orders,
-            keys: self.keys,
-            valid: self.valid,
-        }
-    }
-}
-
-/// The id of an order as [`write_json`] wrote it: `{"orderid":<id>,…`.
-fn id_of(json: &[u8]) -> i64 {
-    let digits = json.get(11..).unwrap_or_default();
-    let end = digits
-        .iter()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(digits.len());
-    std::str::from_utf8(&digits[..end])
-        .ok()
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A hash of what an order says besides its id; equal prices hash alike (1.5 and 1.50).
 fn content_hash(order: &Order) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    order.customer().hash(&mut hasher);
-    order.price().normalize().hash(&mut hasher);
-    hasher.finish().min(INVALID - 1)
+    HASHER
+        .hash_one((order.customer(), order.price().normalize()))
+        .min(INVALID - 1)
 }
 
 impl Survey {
     /// Hands `each` the next orders to send, in file order: each one's position, JSON (as
-    /// a request carries it) and size; `false` once there are no more. Each call takes a
-    /// step: a few thousand orders kept in memory, or the next block of a file read again
-    /// through the same handle, where every order must be what the first pass saw. Every
-    /// copy of an id given with different contents is noted in `problems`.
+    /// the file writes it) and size; `false` once there are no more. Each call reads the
+    /// next block of the file through the same handle; every order must be what the first
+    /// pass saw. Every copy of an id given with different contents is noted in `problems`.
     pub fn next_orders(
         &mut self,
         source: &OrdersSource,
@@ -304,64 +191,32 @@ impl Survey {
         if !keep_going() {
             return Err(Error::Stopped);
         }
-        if let Some(held) = &mut self.held {
-            let last = held.orders.len().min(held.next + HELD_STEP);
-            for at in held.next..last {
-                let (position, end, params) = held.orders[at];
-                let start = at.checked_sub(1).map_or(0, |before| held.orders[before].1) as usize;
-                let json = &held.json[start..end as usize];
-                if self
-                    .repeats
-                    .sends(u64::from(position), || id_of(json), problems)
-                {
-                    let size = Size {
-                        body: json.len(),
-                        params: params as usize,
-                    };
-                    each(u64::from(position), json, size);
-                }
-            }
-            held.next = last;
-            return Ok(last < held.orders.len());
-        }
         let mut elements = match self.second.take() {
             Some(elements) => elements,
             None => {
                 let mut input = self.input.take().ok_or(Error::Stopped)?;
                 source.rewind(&mut *input)?;
-                Elements::new(input, self.path.clone(), self.blocks)
+                Elements::new(input, self.path.clone(), self.blocks, false)
             }
         };
         let changed = || Error::Changed(self.path.clone());
-        let (mut as_before, mut json) = (true, Vec::new());
+        let mut as_before = true;
         let more = elements
-            .next_block(|position, text| {
-                let Some(decoded) = decode_order(position as usize, text) else {
-                    return false;
-                };
-                as_before &= match &decoded {
-                    Ok(order) => {
-                        let key = (order.orderid(), content_hash(order));
-                        self.valid.get(position as usize) == Some(&true)
-                            && self.keys.binary_search(&key).is_ok()
-                    }
-                    Err(_) => self.valid.get(position as usize) == Some(&false),
-                };
-                if let Ok(order) = decoded
-                    && as_before
-                    && self.repeats.sends(position, || order.orderid(), problems)
-                {
-                    json.clear();
-                    write_json(&mut json, &order);
-                    each(position, &json, Size::of_json(&json, &order));
+            .next_block(|position, json| {
+                let at = position as usize;
+                as_before &= self.hashes.get(at) == Some(&HASHER.hash_one(json));
+                let params = self.params.get(at).copied().unwrap_or(NOT_SENT);
+                if as_before && params != NOT_SENT && self.repeats.sends(position, json, problems) {
+                    let size = Size {
+                        body: json.len(),
+                        params: params as usize,
+                    };
+                    each(position, json, size);
                 }
-                true
+                as_before
             })
             .map_err(|_| changed())?;
-        if !as_before {
-            return Err(changed());
-        }
-        if !more && (elements.digest() != self.digest || elements.count() != self.read) {
+        if !as_before || (!more && elements.count() != self.read) {
             return Err(changed());
         }
         self.second = more.then_some(elements);
@@ -379,26 +234,23 @@ struct Repeats {
 }
 
 impl Repeats {
-    /// Whether a valid order is sent: not when its id's copies differ, and an order given
-    /// more than once the same way only the first time.
-    fn sends(&mut self, position: u64, id: impl FnOnce() -> i64, problems: &mut Problems) -> bool {
+    /// Whether the valid order `json` is sent: not when its id's copies differ, and an order
+    /// given more than once the same way only the first time.
+    fn sends(&mut self, position: u64, json: &[u8], problems: &mut Problems) -> bool {
         if self.differing.is_empty() && self.identical.is_empty() {
             return true;
         }
-        let id = id();
+        let index = usize::try_from(position).unwrap_or(usize::MAX);
+        let Some(Ok(order)) = decode_order(index, json) else {
+            return false;
+        };
+        let id = order.orderid();
         if self.differing.contains(&id) {
-            let index = usize::try_from(position).unwrap_or(usize::MAX);
-            problems.note(vec![OrderError::new(
-                index,
-                Some(id),
-                "orderid",
-                DIFFERING_COPIES,
-            )]);
+            let problem = OrderError::new(index, Some(id), "orderid", DIFFERING_COPIES);
+            problems.note(vec![problem]);
             false
-        } else if self.identical.contains(&id) {
-            self.sent.insert(id)
         } else {
-            true
+            !self.identical.contains(&id) || self.sent.insert(id)
         }
     }
 }
@@ -413,15 +265,12 @@ mod tests {
     /// reason.
     type Judged = (Vec<(u64, i64)>, [u64; 4], Vec<(usize, String)>);
 
-    /// How `orders` (JSON elements) are judged, kept in memory or read twice.
-    fn judge(orders: &[&str], keep: bool) -> Judged {
+    /// How `orders` (JSON elements) are judged, read in blocks of `block` bytes.
+    fn judge(orders: &[&str], block: usize) -> Judged {
         let content = format!(r#"{{"orders":[{}]}}"#, orders.join(","));
-        let limits = ReadLimits {
-            blocks: BlockLimits {
-                block: 16,
-                ..BlockLimits::default()
-            },
-            hold_bytes: if keep { 1 << 20 } else { 0 },
+        let limits = BlockLimits {
+            block,
+            ..BlockLimits::default()
         };
         let input: Box<dyn Input> = Box::new(Cursor::new(content.clone().into_bytes()));
         let source = OrdersSource::Bundled;
@@ -433,7 +282,6 @@ mod tests {
             limits,
             &|| true,
             &mut problems,
-            Room::default(),
         )
         .unwrap();
         let counts = [
@@ -473,13 +321,13 @@ mod tests {
             r#"{"orderid":5,"customer":"E","price":-5}"#,
             r#"{"orderid":6,"customer":"F","price":6}"#,
         ];
-        for keep in [true, false] {
-            let (sent, counts, problems) = judge(&orders, keep);
-            assert_eq!(sent, vec![(0, 1), (3, 3), (8, 6)], "keep {keep}");
+        for block in [16, 1 << 20] {
+            let (sent, counts, problems) = judge(&orders, block);
+            assert_eq!(sent, vec![(0, 1), (3, 3), (8, 6)], "block {block}");
             // 9 read: 2 invalid + 3 valid copies of differing ids rejected, 1 duplicate.
-            assert_eq!(counts, [9, 5, 1, 3], "keep {keep}");
+            assert_eq!(counts, [9, 5, 1, 3], "block {block}");
             let positions: Vec<usize> = problems.iter().map(|p| p.0).collect();
-            assert_eq!(positions, vec![1, 4, 5, 6, 7], "keep {keep}");
+            assert_eq!(positions, vec![1, 4, 5, 6, 7], "block {block}");
             assert_eq!(problems[0].1, DIFFERING_COPIES);
         }
     }
@@ -492,21 +340,9 @@ mod tests {
         std::fs::write(&path, one).unwrap();
         let source = OrdersSource::File(path.clone());
         let (input, _) = source.open().unwrap();
-        let limits = ReadLimits {
-            hold_bytes: 0,
-            ..ReadLimits::default()
-        };
         let mut problems = Problems::default();
-        let mut survey = survey(
-            &source,
-            input,
-            0,
-            limits,
-            &|| true,
-            &mut problems,
-            Room::default(),
-        )
-        .unwrap();
+        let limits = BlockLimits::default();
+        let mut survey = survey(&source, input, 0, limits, &|| true, &mut problems).unwrap();
         std::fs::write(&path, one.replace("\"A\"", "\"B\"")).unwrap();
         let mut sent = 0;
         let result = survey.next_orders(&source, &|| true, &mut problems, &mut |_, _, _| sent += 1);

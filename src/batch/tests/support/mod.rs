@@ -13,7 +13,7 @@ use batch::outcome::Reply;
 use batch::runner::Runner;
 use batch::send::OrderSink;
 use batch::source::OrdersSource;
-use batch::survey::ReadLimits;
+use batch::parse::BlockLimits;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
@@ -206,7 +206,7 @@ pub fn settings(chunk_size: usize, in_flight: usize) -> Settings {
         max_retries: 0,
         retry_delay: std::time::Duration::from_millis(250),
         deadline: std::time::Duration::from_secs(600),
-        read: ReadLimits::default(),
+        read: BlockLimits::default(),
     }
 }
 
