@@ -13,8 +13,8 @@ use common::config::{BINDING_TIMEOUT_VAR, ConfigError, Vars, binding_timeout};
 use common::wire::largest_order;
 use secrecy::SecretString;
 
-use crate::source::OrdersSource;
 use crate::parse::BlockLimits;
+use crate::source::OrdersSource;
 
 /// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
 /// gRPC API), which order-processor applies to its own requests too.

@@ -131,7 +131,12 @@ pub fn survey(
                 Err(errors) => {
                     params.push(NOT_SENT);
                     invalid += 1;
-                    keys.extend(errors.iter().find_map(|e| e.orderid).map(|id| (id, INVALID)));
+                    keys.extend(
+                        errors
+                            .iter()
+                            .find_map(|e| e.orderid)
+                            .map(|id| (id, INVALID)),
+                    );
                     problems.note(errors);
                 }
             }
