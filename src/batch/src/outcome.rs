@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use common::order::WriteOutcome;
-use common::wire::ErrorBody;
+use common::wire::{ErrorBody, largest_order};
 use reqwest::StatusCode;
 use serde::Deserialize;
 
@@ -83,7 +83,7 @@ impl ChunkOutcome {
 /// | --- | --- |
 /// | 2xx with counts that add up | [`ChunkOutcome::Stored`] |
 /// | 2xx whose JSON is cut short (daprd has sent the status when the copy fails) | [`ChunkOutcome::RetryLater`] |
-/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding`; daprd's 500 `ERR_DIRECT_INVOKE` over the message limit | [`ChunkOutcome::TooLarge`]: split in halves |
+/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding`; daprd's 500 `ERR_DIRECT_INVOKE` over the message limit | [`ChunkOutcome::TooLarge`]: split in halves; for one order, [`ChunkOutcome::CannotSend`] |
 /// | 500 `database_refused` (a SQLSTATE that does not pass by itself), 500 `binding_forbidden`, 422 (order-processor judges orders otherwise: another release), any other 4xx, a 2xx body that cannot be read | [`ChunkOutcome::CannotSend`] |
 /// | 408, 429, any other 5xx, no answer | [`ChunkOutcome::RetryLater`] |
 pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
@@ -100,9 +100,23 @@ pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
     }
     let (who, code, message) = refusal(&body);
     let reason = format!("{who} answered {status}: {message}");
-    let too_large = |limit| ChunkOutcome::TooLarge {
-        limit,
-        reason: reason.clone(),
+    let too_large = |limit| match (orders, limit) {
+        (2.., _) => ChunkOutcome::TooLarge {
+            limit,
+            reason: reason.clone(),
+        },
+        (_, Limit::Orders) => cannot_send(
+            reason.clone(),
+            "order-processor refuses even one order per request: check its MAX_ORDERS_PER_REQUEST",
+        ),
+        (_, Limit::Bytes) => cannot_send(
+            reason.clone(),
+            &format!(
+                "raise the request body limits of the sidecars and order-processor to at least \
+                 {} bytes, what the largest valid order takes",
+                largest_order().largest()
+            ),
+        ),
     };
     match (status.as_u16(), code.as_str()) {
         (400, "too_many_orders") => too_large(Limit::Orders),
@@ -315,6 +329,33 @@ mod tests {
                     ..
                 }
             ));
+        }
+    }
+
+    #[test]
+    fn one_order_refused_as_too_large_is_set_aside_with_the_limit_to_change() {
+        let one = |status, body: &str| {
+            let status = StatusCode::from_u16(status).unwrap();
+            let body = Bytes::from(body.to_owned());
+            decide(1, Reply::Answered { status, body })
+        };
+        let refusals = [
+            (
+                400,
+                ours("too_many_orders", "at most 0"),
+                "MAX_ORDERS_PER_REQUEST",
+            ),
+            (
+                413,
+                ours("body_too_large", "too large"),
+                "request body limits",
+            ),
+        ];
+        for (status, body, setting) in refusals {
+            let ChunkOutcome::CannotSend { what_to_change, .. } = one(status, &body) else {
+                panic!("{status} {body}: not set aside");
+            };
+            assert!(what_to_change.contains(setting), "{what_to_change}");
         }
     }
 

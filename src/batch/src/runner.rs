@@ -25,7 +25,7 @@ use tracing::field::Empty;
 use crate::config::Settings;
 use crate::cut::{Chunk, Cutter, Limit, Limits};
 use crate::error::Error;
-use crate::outcome::ChunkOutcome;
+use crate::outcome::{ChunkOutcome, SAME_VERSION};
 use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
@@ -39,14 +39,9 @@ const DOWN_AFTER: u32 = 2;
 
 /// Runs the file through the sink, one run at a time.
 pub struct Runner<S> {
-    memory: Arc<Mutex<Memory>>,
+    /// What is known of the current file, kept from run to run; held by the run in progress.
+    progress: Arc<Mutex<Option<FileProgress>>>,
     shared: Arc<Shared<S>>,
-}
-
-/// What runs keep for the next: what is known of the current file.
-#[derive(Default)]
-struct Memory {
-    progress: Option<FileProgress>,
 }
 
 struct Shared<S> {
@@ -60,7 +55,7 @@ struct Shared<S> {
 impl<S> Clone for Runner<S> {
     fn clone(&self) -> Self {
         Self {
-            memory: Arc::clone(&self.memory),
+            progress: Arc::clone(&self.progress),
             shared: Arc::clone(&self.shared),
         }
     }
@@ -126,7 +121,7 @@ impl<S: OrderSink> Runner<S> {
     /// A runner reading `source` and sending its chunks to `sink` as `settings` say.
     pub fn new(sink: S, source: OrdersSource, settings: Settings) -> Self {
         Self {
-            memory: Arc::default(),
+            progress: Arc::default(),
             shared: Arc::new(Shared {
                 submitter: Submitter::new(sink, settings.max_retries, settings.retry_delay),
                 source,
@@ -144,7 +139,7 @@ impl<S: OrderSink> Runner<S> {
 
     /// Waits until no run is in progress.
     pub async fn idle(&self) {
-        drop(self.memory.lock().await);
+        drop(self.progress.lock().await);
     }
 
     /// Runs unless a run is in progress ([`Error::RunInProgress`] at once). The run goes
@@ -157,7 +152,7 @@ impl<S: OrderSink> Runner<S> {
     /// service's sampler (`OTEL_TRACES_SAMPLER`, every run by default), and every span
     /// below it, in both services and both sidecars, follows.
     pub async fn run(&self, trigger: &'static str, tick: Option<Link>) -> Result<Summary, Error> {
-        let Ok(mut memory) = Arc::clone(&self.memory).try_lock_owned() else {
+        let Ok(mut progress) = Arc::clone(&self.progress).try_lock_owned() else {
             tracing::info!(
                 trigger,
                 "run skipped: the previous run is still in progress"
@@ -188,10 +183,9 @@ impl<S: OrderSink> Runner<S> {
         }
         let task = async move {
             let (started, mut summary) = (Instant::now(), Summary::default());
-            let ended = runner.execute(&mut memory, &mut summary, started).await;
+            let ended = runner.execute(&mut progress, &mut summary, started).await;
             summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let progress = memory.progress.as_mut();
-            let spans = progress.map_or(&[][..], |p| p.end_run(Instant::now()));
+            let spans = (progress.as_mut()).map_or(&[][..], |p| p.end_run(Instant::now()));
             summary.end(ended, spans);
             summary.record_on(&tracing::Span::current());
             summary.log(trigger);
@@ -203,12 +197,17 @@ impl<S: OrderSink> Runner<S> {
         })
     }
 
-    async fn execute(&self, memory: &mut Memory, summary: &mut Summary, started: Instant) -> Ended {
+    async fn execute(
+        &self,
+        known: &mut Option<FileProgress>,
+        summary: &mut Summary,
+        started: Instant,
+    ) -> Ended {
         let shared = &self.shared;
         let deadline = started + shared.settings.deadline;
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
-        let done = (memory.progress.as_ref())
+        let done = (known.as_ref())
             .filter(|p| p.done())
             .map(|p| (p.digest, p.stamp));
         let (source, limits, going) = (
@@ -232,7 +231,7 @@ impl<S: OrderSink> Runner<S> {
         let (stamp, survey, problems) = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(&error, deadline),
             Ok((stamp, None)) => {
-                if let Some(progress) = memory.progress.as_mut() {
+                if let Some(progress) = known.as_mut() {
                     progress.stamp = stamp;
                     (summary.read, summary.skipped) = (progress.read, progress.read);
                 }
@@ -240,9 +239,9 @@ impl<S: OrderSink> Runner<S> {
             }
             Ok((stamp, Some((survey, problems)))) => (stamp, survey, problems),
         };
-        let progress = match memory.progress.take() {
-            Some(progress) if progress.digest == survey.digest => memory.progress.insert(progress),
-            _ => memory.progress.insert(FileProgress::new(
+        let progress = match known.take() {
+            Some(progress) if progress.digest == survey.digest => known.insert(progress),
+            _ => known.insert(FileProgress::new(
                 survey.digest,
                 stamp,
                 survey.read,
@@ -509,29 +508,12 @@ fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged
             logged.line(|| tracing::warn!(chunk, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run"));
             return;
         }
-        ChunkOutcome::TooLarge {
-            limit: Limit::Orders,
-            reason,
-        } => (
-            reason,
-            "order-processor refuses even one order per request: check its MAX_ORDERS_PER_REQUEST"
-                .to_owned(),
-        ),
-        ChunkOutcome::TooLarge {
-            limit: Limit::Bytes,
-            reason,
-        } => (
-            reason,
-            format!(
-                "raise the request body limits of the sidecars and order-processor to at least {} \
-                 bytes, what the largest valid order takes",
-                largest_order().largest()
-            ),
-        ),
         ChunkOutcome::CannotSend {
             reason,
             what_to_change,
         } => (reason, what_to_change),
+        // A chunk of several orders refused as too large is split, never recorded.
+        ChunkOutcome::TooLarge { reason, .. } => (reason, SAME_VERSION.to_owned()),
     };
     summary.unsendable += len as u64;
     let span = progress.set_aside(SetAside::new(
