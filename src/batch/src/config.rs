@@ -1,15 +1,16 @@
 //! batch's settings, read once from environment variables at start-up; a setting that
-//! cannot work stops it with a message naming the variable. Besides those docs/local.md
-//! lists, `CHUNK_BYTES` (default 3 MiB, from what the largest valid order takes up to
-//! daprd's 4 MiB) bounds a chunk as its request body and as the binding's `params`; a
-//! chunk closes at `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first.
-//! Which orders are stored never depends on these: they only change how fast.
+//! cannot work stops it with a message naming the variable. [`settings`] lists every
+//! variable with its default and meaning (`batch --help`, docs/local.md). A chunk closes at
+//! `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first; which orders are
+//! stored never depends on these: they only change how fast.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{BINDING_TIMEOUT_VAR, ConfigError, Vars, binding_timeout};
+use common::config::{
+    BINDING_TIMEOUT, BINDING_TIMEOUT_VAR, ConfigError, Setting, Vars, binding_timeout,
+};
 use common::wire::largest_order;
 use secrecy::SecretString;
 
@@ -35,6 +36,31 @@ pub const INVOKE_MARGIN_SECS: u64 = 5;
 pub const DEFAULT_CRON_BINDING: &str = "cron";
 /// The Dapr app id of order-processor.
 pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
+
+/// What batch reads besides [`BINDING_TIMEOUT`] and the telemetry's variables, as lines of
+/// [`common::config::settings`].
+const SETTINGS: &str = "
+APP_HOST | 127.0.0.1 | address to listen on (containers use `0.0.0.0`)
+APP_PORT | 6002 | port to listen on (0: any free port)
+ORDERS_FILE | | the orders file, `{\"orders\":[...]}`; unset, the `orders.json` built into the binary
+DAPR_HTTP_PORT | 3500 | the sidecar's HTTP port
+DAPR_API_TOKEN | | token the sidecar requires, sent as `dapr-api-token`
+APP_API_TOKEN | | token batch requires from its sidecar on its trigger routes (not the health checks); Container Apps sets it
+TARGET_APP_ID | order-processor | Dapr app id the orders go to
+CRON_BINDING | cron | name of the cron binding, which is also its route
+INVOKE_TIMEOUT_SECS | 30 | time limit of one call to order-processor; at least `BINDING_TIMEOUT_SECS` + 5, checked at start-up, so batch never sends a chunk again while order-processor may still be writing it
+CHUNK_SIZE | 2000 | most orders per request (1–5000; chosen by the benchmark)
+CHUNK_BYTES | 3145728 | most bytes per request (3 MiB), counted as the body and as the binding's `params`; from what the largest valid order takes to daprd's 4 MiB limit
+CHUNKS_IN_FLIGHT | 4 | requests on their way at once (1–16)
+INVOKE_MAX_RETRIES | 4 | retries of a failed call within a run
+INVOKE_RETRY_DELAY_MS | 250 | first back-off delay; doubles up to 4 s, with jitter
+RUN_DEADLINE_SECS | 600 | a run that takes longer stops and leaves what is not stored to the next run
+";
+
+/// Every variable batch reads, with its default and meaning.
+pub fn settings() -> Vec<Setting> {
+    common::config::settings(&[SETTINGS, BINDING_TIMEOUT, common::telemetry::SETTINGS])
+}
 
 /// Everything batch can be configured with.
 #[derive(Debug, Clone)]
@@ -95,7 +121,7 @@ impl Config {
             None => OrdersSource::Bundled,
         };
         let route_name = |var: &str, default: &str| -> Result<String, ConfigError> {
-            let name = vars.optional(var)?.unwrap_or_else(|| default.to_owned());
+            let name = vars.text_or(var, default)?;
             if name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -178,6 +204,20 @@ fn invoke_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variable_read_is_listed_with_the_default_the_code_applies() {
+        let vars = Vars::from_pairs([]);
+        Config::from_vars(&vars).unwrap();
+        let mismatches = common::config::mismatches(&vars.asked(), &settings());
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
+
+    #[test]
+    fn docs_local_md_holds_the_settings_batch_lists() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/local.md");
+        common::config::doc_holds(&doc, "batch", &settings()).unwrap();
+    }
 
     #[test]
     fn defaults_need_no_variables() {

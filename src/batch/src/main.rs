@@ -3,9 +3,17 @@
 
 use anyhow::Context;
 use batch::{App, Config};
+use clap::Parser;
+
+/// Sends the orders of a data file to order-processor through Dapr, on every tick of the
+/// cron binding and on `POST /runs`.
+#[derive(Parser)]
+#[command(version, after_help = common::config::help(&batch::config::settings()))]
+struct Cli {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    Cli::parse();
     let _telemetry = common::telemetry::init("batch")?;
     let config = Config::from_env()?;
     let app = App::build(&config)?;

@@ -1,6 +1,10 @@
 //! Reading configuration from environment variables. Every failure names the variable and
-//! says what was wrong with it, so a service that cannot start says why in one line.
+//! says what was wrong with it, so a service that cannot start says why in one line. Each
+//! binary lists the variables it reads as [`Setting`]s, which its `--help` prints and
+//! docs/local.md holds ([`settings_table`]); [`Vars::asked`] lets a test hold that list
+//! against what the code reads and the defaults it applies.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::ops::RangeInclusive;
@@ -17,6 +21,120 @@ pub const BINDING_TIMEOUT_VAR: &str = "BINDING_TIMEOUT_SECS";
 /// (`INVOKE_TIMEOUT_SECS`, which batch checks at start-up). Timeouts nest so that nobody
 /// gives up on a call that someone it called is still working on.
 pub const DEFAULT_BINDING_TIMEOUT_SECS: u64 = 25;
+
+/// A variable a binary reads, as its `--help` and docs/local.md list it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The variable.
+    pub name: &'static str,
+    /// Its default as the code applies it; empty when unset means something else, which
+    /// `meaning` says.
+    pub default: &'static str,
+    /// What it sets.
+    pub meaning: &'static str,
+}
+
+/// The binding's time limit, which both services read, as a line of [`settings`].
+pub const BINDING_TIMEOUT: &str = "BINDING_TIMEOUT_SECS | 25 | seconds order-processor gives one \
+    binding call; longer than the sidecar's resiliency policy allows the call in all \
+    (components/resiliency.yaml), shorter than batch's `INVOKE_TIMEOUT_SECS`, which batch checks \
+    at start-up";
+
+/// The settings of `tables`, one per line: `NAME | default | meaning` (an empty default:
+/// none, or one the meaning explains).
+pub fn settings(tables: &[&'static str]) -> Vec<Setting> {
+    let lines = tables.iter().flat_map(|table| table.lines());
+    lines
+        .filter_map(|line| {
+            let mut cells = line.splitn(3, '|').map(str::trim);
+            let (name, default, meaning) = (cells.next()?, cells.next()?, cells.next()?);
+            (!name.is_empty()).then_some(Setting {
+                name,
+                default,
+                meaning,
+            })
+        })
+        .collect()
+}
+
+/// `settings` as a Markdown table, as `--help` prints it and docs/local.md holds it.
+pub fn settings_table(settings: &[Setting]) -> String {
+    let mut table = String::from("| variable | default | meaning |\n| --- | --- | --- |\n");
+    for setting in settings {
+        let default = match setting.default {
+            "" => "—".to_owned(),
+            default => format!("`{default}`"),
+        };
+        let (name, meaning) = (setting.name, setting.meaning);
+        table.push_str(&format!("| `{name}` | {default} | {meaning} |\n"));
+    }
+    table
+}
+
+/// What `--help` says after its options: the variables, as a table.
+pub fn help(settings: &[Setting]) -> String {
+    format!(
+        "Configured by environment variables only (empty counts as unset):\n\n{}",
+        settings_table(settings)
+    )
+}
+
+/// What does not match between the variables a configuration read (`asked`, from
+/// [`Vars::asked`]) and its `settings`: one line per variable read but not listed, listed
+/// but not read (the telemetry's apart, which are read elsewhere), or listed with another
+/// default than the code applies.
+pub fn mismatches(asked: &[(String, Option<String>)], settings: &[Setting]) -> Vec<String> {
+    let telemetry = self::settings(&[crate::telemetry::SETTINGS]);
+    let mut found = Vec::new();
+    for (name, default) in asked {
+        match settings.iter().find(|s| s.name == name) {
+            None => found.push(format!("{name} is read but not listed")),
+            Some(s) if s.default != default.as_deref().unwrap_or_default() => found.push(format!(
+                "{name}: the code applies {default:?}, the list says {:?}",
+                s.default
+            )),
+            Some(_) => {}
+        }
+    }
+    for setting in settings {
+        let read = asked.iter().any(|(name, _)| name == setting.name);
+        if !read && !telemetry.contains(setting) {
+            found.push(format!("{} is listed but not read", setting.name));
+        }
+    }
+    found
+}
+
+/// Whether `doc` holds `settings` as the table right after the line
+/// `<!-- settings: {name} -->`; with `UPDATE_DOCS` set, writes it there first. For the tests that
+/// keep docs/local.md generated from the code.
+pub fn doc_holds(doc: &std::path::Path, name: &str, settings: &[Setting]) -> Result<(), String> {
+    let text = std::fs::read_to_string(doc).map_err(|e| format!("{}: {e}", doc.display()))?;
+    let marker = format!("<!-- settings: {name} -->\n");
+    let start = text
+        .find(&marker)
+        .ok_or(format!("no {marker:?} in {}", doc.display()))?;
+    let start = start + marker.len();
+    let rows = text[start..].split_inclusive('\n');
+    let end = start
+        + rows
+            .take_while(|row| row.starts_with('|'))
+            .map(str::len)
+            .sum::<usize>();
+    let table = settings_table(settings);
+    if text[start..end] == table {
+        return Ok(());
+    }
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!("{}{table}{}", &text[..start], &text[end..]);
+        return std::fs::write(doc, updated).map_err(|e| e.to_string());
+    }
+    Err(format!(
+        "{} does not hold the settings of {name} as the code lists them; run the test with \
+         UPDATE_DOCS=1 to write them:\n{table}",
+        doc.display()
+    ))
+}
 
 /// How long order-processor gives one binding call (`BINDING_TIMEOUT_SECS`).
 pub fn binding_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
@@ -48,6 +166,8 @@ impl ConfigError {
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     values: HashMap<String, Option<String>>,
+    /// Each variable asked for, in order, with the default applied when it is unset.
+    asked: RefCell<Vec<(String, Option<String>)>>,
 }
 
 impl Vars {
@@ -56,7 +176,10 @@ impl Vars {
         let values = std::env::vars_os()
             .filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok())))
             .collect();
-        Self { values }
+        Self {
+            values,
+            asked: RefCell::default(),
+        }
     }
 
     /// Fixed values, for tests.
@@ -65,17 +188,40 @@ impl Vars {
             .into_iter()
             .map(|(name, value)| (name.to_owned(), Some(value.to_owned())))
             .collect();
-        Self { values }
+        Self {
+            values,
+            asked: RefCell::default(),
+        }
+    }
+
+    /// Every variable read so far, in order, with the default applied when it is unset
+    /// (`None`: none).
+    pub fn asked(&self) -> Vec<(String, Option<String>)> {
+        self.asked.borrow().clone()
+    }
+
+    fn ask(&self, var: &str, default: Option<String>) {
+        let mut asked = self.asked.borrow_mut();
+        if !asked.iter().any(|(name, _)| name == var) {
+            asked.push((var.to_owned(), default));
+        }
     }
 
     /// The value of `var`, or `None` when unset or empty.
     pub fn optional(&self, var: &str) -> Result<Option<String>, ConfigError> {
+        self.ask(var, None);
         match self.values.get(var) {
             None => Ok(None),
             Some(None) => Err(ConfigError::new(var, "is not valid UTF-8")),
             Some(Some(value)) if value.trim().is_empty() => Ok(None),
             Some(Some(value)) => Ok(Some(value.clone())),
         }
+    }
+
+    /// The value of `var`, or `default` when unset or empty.
+    pub fn text_or(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        self.ask(var, Some(default.to_owned()));
+        Ok(self.optional(var)?.unwrap_or_else(|| default.to_owned()))
     }
 
     /// The value of `var`; an error when unset or empty.
@@ -109,9 +255,10 @@ impl Vars {
     /// `var` parsed as `T`, or `default` when unset.
     pub fn parse_or<T>(&self, var: &str, default: T) -> Result<T, ConfigError>
     where
-        T: FromStr,
+        T: FromStr + Display,
         T::Err: Display,
     {
+        self.ask(var, Some(default.to_string()));
         match self.optional(var)? {
             None => Ok(default),
             Some(raw) => raw
@@ -131,6 +278,7 @@ impl Vars {
     where
         T: FromStr + PartialOrd + Display + Copy,
     {
+        self.ask(var, Some(default.to_string()));
         let describe = || {
             format!(
                 "must be a whole number from {} to {}",

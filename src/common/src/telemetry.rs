@@ -18,6 +18,16 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Subscriber};
+
+/// The variables of logs and traces, which both services read, as lines of
+/// [`crate::config::settings`].
+pub const SETTINGS: &str = "
+RUST_LOG | info | log filter (of the logs only: the spans are made whatever it says, so the trace holds at any log level); logs are JSON unless stdout is a terminal, with the `trace_id` and `span_id` of the span each line was written in
+OTEL_EXPORTER_OTLP_ENDPOINT | | export spans over OTLP to this collector (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` first); unset, nothing is exported and the start-up log says so
+OTEL_EXPORTER_OTLP_PROTOCOL | grpc | `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` first); anything else stops the service at start-up
+OTEL_TRACES_SAMPLER | parentbased_always_on | which traces are kept; a batch run is a root, so this decides which runs are traced (`parentbased_traceidratio` with `OTEL_TRACES_SAMPLER_ARG=0.1`: one in ten)
+OTEL_SERVICE_NAME | | the service's name in traces (unset: `batch` or `order-processor`); the other standard `OTEL_*` variables of the exporter and the batch processor apply (`OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_SDK_DISABLED`, ...)
+";
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{self as tfmt, FmtContext, FormatEvent, FormatFields, MakeWriter};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use backon::{ExponentialBuilder, Retryable};
-use common::config::{ConfigError, Vars};
+use common::config::{ConfigError, Setting, Vars};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Executor, PgConnection};
@@ -39,6 +39,25 @@ pub enum AdminLogin {
     /// Microsoft Entra ID, as the administrator's managed identity (Azure): `DB_HOST`,
     /// `DB_PORT`, `DB_ADMIN_USER`, `AZURE_CLIENT_ID`.
     Entra(EntraDatabase),
+}
+
+/// What `order-processor bootstrap` reads besides the telemetry's variables, as lines of
+/// [`common::config::settings`].
+const SETTINGS: &str = "
+DATABASE_ADMIN_URL | | PostgreSQL URL of the administrator (tests); unset, `DB_HOST` and `DB_ADMIN_USER` sign in with Microsoft Entra ID (Azure)
+DB_HOST | | the server's host name, signed in to with Entra tokens over TLS with the server verified (`verify-full`)
+DB_PORT | 5432 | the server's port (with `DB_HOST`)
+DB_ADMIN_USER | | the Entra administrator's role: the bootstrap identity's name (with `DB_HOST`)
+AZURE_CLIENT_ID | | the client id of the managed identity whose tokens sign in (with `DB_HOST`); unset, the container's only identity
+APP_ROLE_OBJECT_ID | | the object (principal) id of the app's managed identity, a GUID
+DB_NAME | | the app's database, created when it does not exist
+APP_ROLE | | the app's role: its managed identity's name
+DB_STARTUP_TIMEOUT_SECS | 300 | keep trying to reach the server this long
+";
+
+/// Every variable `order-processor bootstrap` reads, with its default and meaning.
+pub fn settings() -> Vec<Setting> {
+    common::config::settings(&[SETTINGS, common::telemetry::SETTINGS])
 }
 
 /// What the bootstrap is told.
@@ -305,6 +324,25 @@ mod tests {
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
         Vars::from_pairs(pairs.iter().copied())
+    }
+
+    #[test]
+    fn every_variable_read_is_listed_with_the_default_the_code_applies() {
+        let guid = ("APP_ROLE_OBJECT_ID", "00000000-0000-0000-0000-000000000001");
+        let app = [("DB_NAME", "orders"), ("APP_ROLE", "id-data"), guid];
+        let url = vars(&[&app[..], &[("DATABASE_ADMIN_URL", "postgres://a@h/p")]].concat());
+        let entra = vars(&[&app[..], &[("DB_HOST", "h"), ("DB_ADMIN_USER", "id-admin")]].concat());
+        BootstrapConfig::from_vars(&url).unwrap();
+        BootstrapConfig::from_vars(&entra).unwrap();
+        let mut asked = url.asked();
+        let more: Vec<_> = entra
+            .asked()
+            .into_iter()
+            .filter(|r| !asked.contains(r))
+            .collect();
+        asked.extend(more);
+        let mismatches = common::config::mismatches(&asked, &settings());
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 
     #[test]

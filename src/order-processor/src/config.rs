@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use common::config::{ConfigError, Vars};
+use common::config::{BINDING_TIMEOUT, ConfigError, Setting, Vars};
 use secrecy::SecretString;
 
 /// How order-processor reaches PostgreSQL for reads and migrations.
@@ -42,6 +42,33 @@ impl EntraDatabase {
             client_id: vars.optional("AZURE_CLIENT_ID")?,
         })
     }
+}
+
+/// What order-processor reads besides [`BINDING_TIMEOUT`] and the telemetry's variables, as
+/// lines of [`common::config::settings`].
+const SETTINGS: &str = "
+DATABASE_URL | | PostgreSQL URL of an ordinary role (local runs and tests); unset, `DB_HOST`, `DB_NAME` and `DB_USER` sign in with Microsoft Entra ID (Azure)
+DB_HOST | | the server's host name, signed in to with Entra tokens over TLS with the server verified (`verify-full`)
+DB_PORT | 5432 | the server's port (with `DB_HOST`)
+DB_NAME | | the database (with `DB_HOST`)
+DB_USER | | the app's role: its managed identity's name (with `DB_HOST`)
+AZURE_CLIENT_ID | | the client id of the managed identity whose tokens sign in (with `DB_HOST`); unset, the container's only identity
+APP_HOST | 127.0.0.1 | address to listen on (containers use `0.0.0.0`)
+APP_PORT | 6001 | port to listen on (0: any free port)
+DB_MAX_CONNECTIONS | 5 | pool size
+DB_ACQUIRE_TIMEOUT_SECS | 5 | wait for a pooled connection
+DB_STARTUP_TIMEOUT_SECS | 30 | keep retrying the migrations this long at start-up
+DAPR_HTTP_PORT | 3500 | the sidecar's HTTP port (health, metadata, restart)
+DAPR_GRPC_PORT | 50001 | the sidecar's gRPC port (bindings)
+DAPR_API_TOKEN | | token the sidecar requires, sent as `dapr-api-token`
+APP_API_TOKEN | | token order-processor requires from its sidecar on its API routes (not the health checks); Container Apps sets it
+SQLDB_BINDING | sqldb | name of the PostgreSQL binding component
+MAX_ORDERS_PER_REQUEST | 5000 | most orders one request may carry
+";
+
+/// Every variable order-processor reads, with its default and meaning.
+pub fn settings() -> Vec<Setting> {
+    common::config::settings(&[SETTINGS, BINDING_TIMEOUT, common::telemetry::SETTINGS])
 }
 
 /// Everything order-processor can be configured with.
@@ -122,9 +149,7 @@ impl Config {
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
-            binding_name: vars
-                .optional("SQLDB_BINDING")?
-                .unwrap_or_else(|| DEFAULT_SQLDB_BINDING.to_owned()),
+            binding_name: vars.text_or("SQLDB_BINDING", DEFAULT_SQLDB_BINDING)?,
             max_orders_per_request: vars.number_in("MAX_ORDERS_PER_REQUEST", 5000, 1..=10_000)?,
             binding_timeout: common::config::binding_timeout(vars)?,
         })
@@ -134,6 +159,33 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_variable_read_is_listed_with_the_default_the_code_applies() {
+        let (url, entra) = (
+            Vars::from_pairs([("DATABASE_URL", "postgres://x@y/z")]),
+            Vars::from_pairs([("DB_HOST", "h"), ("DB_NAME", "n"), ("DB_USER", "u")]),
+        );
+        Config::from_vars(&url).unwrap();
+        Config::from_vars(&entra).unwrap();
+        let mut asked = url.asked();
+        let more: Vec<_> = entra
+            .asked()
+            .into_iter()
+            .filter(|r| !asked.contains(r))
+            .collect();
+        asked.extend(more);
+        let mismatches = common::config::mismatches(&asked, &settings());
+        assert!(mismatches.is_empty(), "{mismatches:#?}");
+    }
+
+    #[test]
+    fn docs_local_md_holds_the_settings_order_processor_lists() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/local.md");
+        common::config::doc_holds(&doc, "order-processor", &settings()).unwrap();
+        let bootstrap = crate::bootstrap::settings();
+        common::config::doc_holds(&doc, "order-processor bootstrap", &bootstrap).unwrap();
+    }
 
     #[test]
     fn a_database_is_required() {

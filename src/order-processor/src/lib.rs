@@ -26,7 +26,7 @@ use sqlx::PgPool;
 pub use binding::{DaprBinding, OrderWriter};
 use binding_watch::{AppDatabase, BindingWatch};
 pub use common::order::WriteOutcome;
-pub use config::{Config, Database, EntraDatabase, MAX_BODY_BYTES};
+pub use config::{Config, Database, EntraDatabase, MAX_BODY_BYTES, settings};
 pub use error::ApiError;
 pub use routes::router;
 

@@ -7,7 +7,7 @@ use order_processor::bootstrap::{self, BootstrapConfig};
 use order_processor::{App, Config};
 
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = common::config::help(&order_processor::settings()))]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -15,14 +15,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create the app's database role and schema as the Microsoft Entra administrator (Azure's bootstrap job).
+    /// Create the app's database and role and grant it what it needs, as the Microsoft Entra
+    /// administrator (Azure's bootstrap job, before every deploy of order-processor).
+    #[command(after_help = common::config::help(&bootstrap::settings()))]
     Bootstrap,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let _telemetry = common::telemetry::init("order-processor")?;
-    if let Some(Command::Bootstrap) = Cli::parse().command {
+    if let Some(Command::Bootstrap) = cli.command {
         return bootstrap::run(&BootstrapConfig::from_env()?)
             .await
             .map(drop);
