@@ -10,9 +10,10 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # The scripts install what is missing with apt-get and run Linux x86-64 binaries: they
 # support Debian and Ubuntu (and so the dev container and GitHub's runners). Anywhere else
 # they stop here, before anything is built or installed, and point to the dev container.
-# DAPR_RUST_ACA_ANY_OS=1 lets them go on, for those who have everything installed already
-# (Rust, Go, psql, PostgreSQL 17 named by PG_BINDIR, daprd named by DAPRD, Python 3,
-# Node.js): nothing is then installed for them. Bash built-ins and uname only: it runs first.
+# On another Linux distribution, DAPR_RUST_ACA_ANY_OS=1 lets them go on, for those who have
+# everything installed already (Rust, Go, psql, PostgreSQL 17 named by PG_BINDIR, daprd
+# named by DAPRD, Python 3.11+, Node.js): nothing is then installed for them. They need
+# Linux (/proc, runuser) whatever it says. Bash built-ins and uname only: it runs first.
 check_platform() {
   [ "${DAPR_RUST_ACA_ANY_OS:-}" = 1 ] && return 0
   local kernel distro=""
@@ -29,8 +30,8 @@ check_platform() {
     "${kernel}${name:+ ($name)}${distro:+ without apt-get}.
   Use the dev container instead: open the repository in a GitHub Codespace, or in VS Code
   with \"Dev Containers: Reopen in Container\" (.devcontainer/ has everything it needs).
-  If everything is installed already (Rust, Go, psql, PostgreSQL 17 in PG_BINDIR, daprd in
-  DAPRD, Python 3, Node.js), DAPR_RUST_ACA_ANY_OS=1 makes the scripts go on regardless."
+  On another Linux with everything installed (Rust, Go, psql, PostgreSQL 17 in PG_BINDIR,
+  daprd in DAPRD, Python 3.11+, Node.js), DAPR_RUST_ACA_ANY_OS=1 makes the scripts go on."
 }
 check_platform
 
@@ -210,8 +211,8 @@ daprd_path() {
   command -v go >/dev/null ||
     die "daprd $DAPR_VERSION is needed. With the Dapr CLI, \`$(daprd_install_hint)\` installs it in" \
       "seconds; else install Go $(go_directive tools/daprd) or newer to build it from tools/daprd, or set DAPRD."
-  say "building daprd $DAPR_VERSION from Go modules (tools/daprd; about 8 minutes on 2 cores, once:" \
-    "cached in $(dirname "$cached")); with the Dapr CLI, \`$(daprd_install_hint)\` gives it in seconds"
+  say "building daprd $DAPR_VERSION from Go modules (tools/daprd; minutes, once: cached in" \
+    "$(dirname "$cached")); with the Dapr CLI, \`$(daprd_install_hint)\` gives it in seconds"
   local started=$SECONDS tmp
   tmp="$(mktemp "$CACHE_DIR.daprd.XXXXXX" 2>/dev/null || { mkdir -p "$CACHE_DIR"; mktemp "$CACHE_DIR/daprd.XXXXXX"; })"
   (
@@ -241,7 +242,7 @@ jaeger_cache_path() {
 
 # Prints the path of Jaeger v2 (the local trace collector): $JAEGER, else our own build
 # from tools/jaeger, cached outside the repository once per content of its go.mod and
-# go.sum (the first build takes 6 to 15 minutes on 2 cores).
+# go.sum (minutes, once).
 jaeger_path() {
   if [ -n "${JAEGER:-}" ]; then
     [ -x "$JAEGER" ] || die "JAEGER=$JAEGER is not an executable"
@@ -255,7 +256,7 @@ jaeger_path() {
   fi
   command -v go >/dev/null ||
     die "Jaeger $version is needed: install Go $(go_directive tools/jaeger) or newer to build it from tools/jaeger, or set JAEGER"
-  say "building Jaeger $version from Go modules (tools/jaeger; 6 to 15 minutes on 2 cores, once: cached in $(dirname "$cached"))"
+  say "building Jaeger $version from Go modules (tools/jaeger; minutes, once: cached in $(dirname "$cached"))"
   local started=$SECONDS tmp
   mkdir -p "$CACHE_DIR"
   tmp="$(mktemp "$CACHE_DIR/jaeger.XXXXXX")"
@@ -392,6 +393,9 @@ python_venv() {
   venv="$CACHE_DIR/venv-$(basename "$1" .txt)-$key"
   if [ ! -f "$venv/.complete" ]; then
     command -v python3 >/dev/null || apt_install python3 >&2
+    python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+      die "the checkers need Python 3.11 or newer (tomllib); this is $(python3 --version 2>&1)." \
+        "Use the dev container, or a Debian 12 / Ubuntu 24.04 whose python3 is new enough."
     say "installing the Python tools of $1 into $venv"
     rm -rf "$venv"
     python3 -m venv "$venv" >&2 2>/dev/null || { apt_install python3-venv >&2; python3 -m venv "$venv" >&2; }

@@ -3,8 +3,8 @@
 # unless DATABASE_URL points elsewhere), order-processor and batch, each with its own
 # daprd sidecar, the cron binding sending the bundled orders every 10 s, and Jaeger
 # collecting the traces of both apps and both sidecars (TRACES=auto, the default: when
-# Jaeger is built already, as scripts/test.sh leaves it; on: build it if needed, 6 to 15
-# minutes once; off). It installs what is missing (PostgreSQL, daprd built from Go
+# Jaeger is built already, as scripts/test.sh leaves it; on: build it if needed, once;
+# off). It installs what is missing (PostgreSQL, daprd built from Go
 # modules) and shows the orders arriving in the database. Ctrl-C stops everything it
 # started.
 set -euo pipefail
@@ -51,7 +51,7 @@ case "$TRACES" in
   off) ;;
   auto) if [ -n "${JAEGER:-}" ] || [ -x "$(jaeger_cache_path)" ]; then TRACES=on; else
     TRACES=off
-    say "traces: off (Jaeger is not built yet; TRACES=on builds it, 6 to 15 minutes once)"
+    say "traces: off (Jaeger is not built yet; TRACES=on builds it, once)"
   fi ;;
   *) die "TRACES must be auto, on or off, got '$TRACES'" ;;
 esac

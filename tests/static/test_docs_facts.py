@@ -1,6 +1,6 @@
 """What the docs cite, against the repository: every path of the repository a doc names (in
 backticks or as a link) exists, every test a doc names by its sentence exists, and every
-version a doc gives of Dapr, PostgreSQL or Rust is the one the manifest pins (or a version
+version a doc gives of Dapr, PostgreSQL, Rust or Go is the one the manifest pins (or a version
 the manifest's own comment or the CI matrix names). docs/benchmark.md is a record of dated
 runs, so the versions of its older runs are left as they were measured."""
 
@@ -77,6 +77,7 @@ def pinned():
         "Dapr": {re.search(r"^\s+github\.com/dapr/dapr v(\S+)$", daprd, re.M)[1], *re.findall(r'dapr: \["([\d.]+)"', matrix)},
         "PostgreSQL": {postgres.split("-")[0].removesuffix(".0"), postgres.split(".")[0]},
         "Rust": {rust, rust.removesuffix(".0")},
+        "Go": {re.search(r"^go (\S+)$", daprd, re.M)[1]},
     }
 
 
@@ -86,7 +87,7 @@ def test_every_version_in_the_docs_is_the_one_its_manifest_pins():
     for doc in DOCS:
         if doc.name == "benchmark.md":
             continue
-        for product, version in re.findall(r"\b(Dapr|daprd|PostgreSQL|Rust) v?(\d+\.\d+(?:\.\d+)?)", text(doc)):
+        for product, version in re.findall(r"\b(Dapr|daprd|PostgreSQL|Rust|Go) v?(\d+\.\d+(?:\.\d+)?)", text(doc)):
             product = "Dapr" if product == "daprd" else product
             if version not in allowed[product] and not any(v.startswith(version + ".") for v in allowed[product]):
                 wrong.append(f"{doc.relative_to(ROOT)}: {product} {version}, the manifests say {sorted(allowed[product])}")
