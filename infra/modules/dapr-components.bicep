@@ -66,7 +66,8 @@ resource sqldb 'Microsoft.App/managedEnvironments/daprComponents@2026-01-01' = {
 }
 
 // components/resiliency.yaml. Dapr resiliency policies for components exist in Container
-// Apps only in preview API versions: this child alone uses one (the newest, 2025-10-02-preview).
+// Apps only in preview API versions: this child uses one (the newest, 2025-10-02-preview), as
+// does the environment (environment.bicep).
 resource sqldbResiliency 'Microsoft.App/managedEnvironments/daprComponents/resiliencyPolicies@2025-10-02-preview' = {
   parent: sqldb
   name: 'sqldb-resiliency'

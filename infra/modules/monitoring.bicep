@@ -1,5 +1,6 @@
-// Log Analytics for the environment's logs, and workspace-based Application Insights,
-// which the Container Apps environment hands to Dapr for its traces.
+// Log Analytics for the environment's logs, and workspace-based Application Insights, the
+// destination of the environment's managed OpenTelemetry agent (the apps' and the sidecars'
+// traces; environment.bicep).
 param location string
 param tags object
 param workspaceName string

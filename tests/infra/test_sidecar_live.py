@@ -207,7 +207,7 @@ def test_every_revision_has_a_healthy_sidecar_or_none(tmp_path, service, branch)
 @needs_daprd
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_sidecar_whose_app_port_nothing_listens_on_stays_unhealthy(tmp_path, service):
-    # What the placeholder revision had before issue 16: the app's Dapr settings (its own
+    # What the placeholder revision once had: the app's Dapr settings (its own
     # appPort) while the placeholder listens on port 80.
     dapr = app_revision(ROOT, service, *BRANCHES["app-image"])["dapr"]
     placeholder = app_revision(ROOT, service, *BRANCHES["placeholder"])

@@ -32,7 +32,7 @@ def run_script(script, fake, env=None, timeout=60):
                           env=env or script_env(PATH=fake.path()), timeout=timeout)
 
 
-# --- the platform guard (issue 11, item 4) ------------------------------------------------
+# --- the platform guard -------------------------------------------------------------------
 
 @pytest.fixture
 def on_macos(tmp_path):

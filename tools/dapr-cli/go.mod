@@ -7,7 +7,8 @@ go 1.24.9
 // database entry. Its go.mod has no replace directives. It requires components-contrib
 // v1.16.3, which the proxy does not serve: v1.16.5 of the same line is required instead
 // (which also raises a few golang.org/x modules, k8s.io/api and client-go by patch
-// versions). go.sum comes from a `go build -mod=mod`; the CLI runs daprd 1.18.2.
+// versions). go.sum comes from a `go build -mod=mod`. The CLI runs the daprd scripts/dapr-run.sh
+// gives it: the one tools/daprd pins.
 require (
 	github.com/dapr/cli v1.16.5
 	github.com/dapr/components-contrib v1.16.5

@@ -241,13 +241,14 @@ async fn calls_without_the_api_tokens_are_refused_by_sidecars_and_apps() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    // batch's trigger likewise.
-    let trigger = anonymous
-        .post(format!("http://127.0.0.1:{}/runs", stack.batch.app))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(trigger.status(), 401);
+    // batch's trigger likewise, without a token and with a wrong one.
+    for token in [None, Some("guess")] {
+        let mut trigger = anonymous.post(format!("http://127.0.0.1:{}/runs", stack.batch.app));
+        if let Some(token) = token {
+            trigger = trigger.header("dapr-api-token", token);
+        }
+        assert_eq!(trigger.send().await.unwrap().status(), 401, "{token:?}");
+    }
     // Health checks stay open for the platform's probes.
     let health = anonymous
         .get(format!("http://127.0.0.1:{}/healthz", stack.op.app))
