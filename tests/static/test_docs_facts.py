@@ -97,3 +97,20 @@ def test_every_version_in_the_docs_is_the_one_its_manifest_pins():
 def test_the_manifest_versions_are_read():
     allowed = pinned()
     assert all(allowed.values()), allowed
+
+
+def test_the_hooks_settings_are_documented_with_their_defaults():
+    hooks = {path.name: path.read_text() for path in (ROOT / "infra/hooks").glob("*.py")}
+    code = {}
+    for text in hooks.values():
+        for name, default in re.findall(r'seconds\("([A-Z_]+)", ([\d.]+)\)', text):
+            code[name] = str(float(default)).removesuffix(".0")
+    api = hooks["azure_api.py"]
+    code[re.search(r'ARM_URL_VARIABLE = "([A-Z_]+)"', api)[1]] = re.search(r'PUBLIC_ARM_URL = "([^"]+)"', api)[1]
+    assert 'os.environ.get("PREFLIGHT_SKIP"' in hooks["preflight.py"]
+    code["PREFLIGHT_SKIP"] = "—"
+    azure = (ROOT / "docs/azure.md").read_text()
+    table = azure[azure.index("### The hooks' settings"):azure.index("### Tokens in GitHub Actions")]
+    documented = {row[0].strip("`"): row[1].strip("`") for row in
+                  ([cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| `"))}
+    assert documented == code
