@@ -3,9 +3,11 @@
 //! service connects as an ordinary role), free ports, and real daprd sidecars with the
 //! services as processes; and Azure mode ([`azure_mode`]), in which everything signs in to
 //! PostgreSQL with tokens over verified TLS, as a deployment does. Tests need
-//! `TEST_DATABASE_URL` (a superuser URL) and, for end-to-end tests, a daprd, for the trace
-//! test Jaeger (`JAEGER`), and for Azure mode a Python with the checkers' packages
-//! (`PYTHON`, which reads infra/); `scripts/test.sh` provides all four.
+//! `TEST_DATABASE_URL` (a superuser URL) and, for end-to-end tests, a daprd (`DAPRD`); the
+//! tests that start servers of their own the PostgreSQL 17 binaries (`PG_BINDIR`), the trace
+//! tests Jaeger (`JAEGER`), and Azure mode a Python with the checkers' packages (`PYTHON`,
+//! which reads infra/). `scripts/test.sh` provides them all, `scripts/test-env.sh` prints
+//! them for a single test.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 pub mod azure;
