@@ -79,14 +79,20 @@ pub fn help(settings: &[Setting]) -> String {
     )
 }
 
-/// What does not match between the variables a configuration read (`asked`, from
-/// [`Vars::asked`]) and its `settings`: one line per variable read but not listed, listed
-/// but not read (the telemetry's apart, which are read elsewhere), or listed with another
+/// What does not match between the variables configurations read from `readings` (see
+/// [`Vars::asked`]) and `settings`: one line per variable read but not listed, listed but
+/// not read (the telemetry's apart, which are read elsewhere), or listed with another
 /// default than the code applies.
-pub fn mismatches(asked: &[(String, Option<String>)], settings: &[Setting]) -> Vec<String> {
+pub fn mismatches(readings: &[&Vars], settings: &[Setting]) -> Vec<String> {
     let telemetry = self::settings(&[crate::telemetry::SETTINGS]);
+    let mut asked: Vec<(String, Option<String>)> = Vec::new();
+    for read in readings.iter().flat_map(|vars| vars.asked()) {
+        if !asked.contains(&read) {
+            asked.push(read);
+        }
+    }
     let mut found = Vec::new();
-    for (name, default) in asked {
+    for (name, default) in &asked {
         match settings.iter().find(|s| s.name == name) {
             None => found.push(format!("{name} is read but not listed")),
             Some(s) if s.default != default.as_deref().unwrap_or_default() => found.push(format!(
@@ -307,6 +313,40 @@ impl Vars {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LISTED: &str = "
+PORT | 8080 | port to listen on
+TOKEN | | a token, none when unset
+";
+
+    #[test]
+    fn a_list_of_settings_is_held_against_what_was_read() {
+        let settings = settings(&[LISTED]);
+        assert_eq!(settings[1].default, "");
+        assert!(settings_table(&settings).contains("| `TOKEN` | — | a token, none when unset |"));
+        let vars = Vars::from_pairs([]);
+        vars.number_in("PORT", 8080_u16, 1..=u16::MAX).unwrap();
+        vars.optional("TOKEN").unwrap();
+        assert!(mismatches(&[&vars], &settings).is_empty());
+        vars.number_in("OTHER", 1_u8, 0..=9).unwrap();
+        let other = Vars::from_pairs([]);
+        other.number_in("PORT", 80_u16, 1..=u16::MAX).unwrap();
+        assert_eq!(
+            mismatches(&[&vars, &other], &settings),
+            [
+                "OTHER is read but not listed",
+                "PORT: the code applies Some(\"80\"), the list says \"8080\""
+            ],
+            "a default other than the listed one, in any reading, is a mismatch"
+        );
+        assert_eq!(
+            mismatches(&[&other], &settings),
+            [
+                "PORT: the code applies Some(\"80\"), the list says \"8080\"",
+                "TOKEN is listed but not read"
+            ]
+        );
+    }
 
     #[test]
     fn missing_required_variable_is_named() {

@@ -334,14 +334,7 @@ mod tests {
         let entra = vars(&[&app[..], &[("DB_HOST", "h"), ("DB_ADMIN_USER", "id-admin")]].concat());
         BootstrapConfig::from_vars(&url).unwrap();
         BootstrapConfig::from_vars(&entra).unwrap();
-        let mut asked = url.asked();
-        let more: Vec<_> = entra
-            .asked()
-            .into_iter()
-            .filter(|r| !asked.contains(r))
-            .collect();
-        asked.extend(more);
-        let mismatches = common::config::mismatches(&asked, &settings());
+        let mismatches = common::config::mismatches(&[&url, &entra], &settings());
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 

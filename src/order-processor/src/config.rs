@@ -168,14 +168,7 @@ mod tests {
         );
         Config::from_vars(&url).unwrap();
         Config::from_vars(&entra).unwrap();
-        let mut asked = url.asked();
-        let more: Vec<_> = entra
-            .asked()
-            .into_iter()
-            .filter(|r| !asked.contains(r))
-            .collect();
-        asked.extend(more);
-        let mismatches = common::config::mismatches(&asked, &settings());
+        let mismatches = common::config::mismatches(&[&url, &entra], &settings());
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 
