@@ -1,8 +1,10 @@
 """What the docs cite, against the repository: every path of the repository a doc names (in
 backticks or as a link) exists, every test a doc names by its sentence exists, and every
 version a doc gives of Dapr, PostgreSQL, Rust or Go is the one the manifest pins (or a version
-the manifest's own comment or the CI matrix names). docs/benchmark.md is a record of dated
-runs, so the versions of its older runs are left as they were measured."""
+the manifest's own comment or the CI matrix names), and every default a doc restates is
+the one the binaries list (docs/local.md's tables, which the crates' tests hold to the
+code). docs/benchmark.md is a record of dated runs, so the versions of its older runs are
+left as they were measured."""
 
 import json
 import re
@@ -114,3 +116,27 @@ def test_the_hooks_settings_are_documented_with_their_defaults():
     documented = {row[0].strip("`"): row[1].strip("`") for row in
                   ([cell.strip() for cell in line.strip("|").split("|")] for line in table.splitlines() if line.startswith("| `"))}
     assert documented == code
+
+
+def generated_defaults():
+    """Each variable of docs/local.md's generated tables (the binaries' own lists) with its
+    defaults there (a variable two binaries read may have two)."""
+    local = (ROOT / "docs/local.md").read_text()
+    defaults = {}
+    for name, default in re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \| `?([^`|]*?)`? \|", local, re.M):
+        defaults.setdefault(name, set()).add(default.strip())
+    return defaults
+
+
+def test_every_default_the_docs_restate_is_the_codes():
+    # `NAME` (25 …), or `NAME`, 5 by default: what the binaries' --help lists.
+    defaults = generated_defaults()
+    assert {"CHUNK_SIZE", "BINDING_TIMEOUT_SECS", "DB_MAX_CONNECTIONS"} <= defaults.keys()
+    wrong = []
+    for doc in DOCS:
+        if doc.name == "local.md":
+            continue
+        for name, value in re.findall(r"`([A-Z][A-Z0-9_]+)`(?: \(|, )(\d[\d,]*)(?=[ ,)])", text(doc)):
+            if name in defaults and value.replace(",", "") not in defaults[name]:
+                wrong.append(f"{doc.relative_to(ROOT)}: {name} {value}, the code's default is {sorted(defaults[name])}")
+    assert not wrong, "\n".join(wrong)
