@@ -80,11 +80,10 @@ pub fn help(settings: &[Setting]) -> String {
 }
 
 /// What does not match between the variables configurations read from `readings` (see
-/// [`Vars::asked`]) and `settings`: one line per variable read but not listed, listed but
-/// not read (the telemetry's apart, which are read elsewhere), or listed with another
-/// default than the code applies.
+/// [`Vars::asked`]) and `settings`, the list of what they read: one line per variable read
+/// but not listed, listed but not read, or listed with another default than the code
+/// applies.
 pub fn mismatches(readings: &[&Vars], settings: &[Setting]) -> Vec<String> {
-    let telemetry = self::settings(&[crate::telemetry::SETTINGS]);
     let mut asked: Vec<(String, Option<String>)> = Vec::new();
     for read in readings.iter().flat_map(|vars| vars.asked()) {
         if !asked.contains(&read) {
@@ -103,8 +102,7 @@ pub fn mismatches(readings: &[&Vars], settings: &[Setting]) -> Vec<String> {
         }
     }
     for setting in settings {
-        let read = asked.iter().any(|(name, _)| name == setting.name);
-        if !read && !telemetry.contains(setting) {
+        if !asked.iter().any(|(name, _)| name == setting.name) {
             found.push(format!("{} is listed but not read", setting.name));
         }
     }

@@ -19,8 +19,8 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::dispatcher::WeakDispatch;
 use tracing::{Dispatch, Event, Subscriber};
 
-/// The variables of logs and traces, which both services read, as lines of
-/// [`crate::config::settings`].
+/// The variables of logs and traces, which both services read, one per line:
+/// `NAME | default | meaning`.
 pub const SETTINGS: &str = "
 RUST_LOG | info | log filter (of the logs only: the spans are made whatever it says, so the trace holds at any log level); logs are JSON unless stdout is a terminal, with the `trace_id` and `span_id` of the span each line was written in
 OTEL_EXPORTER_OTLP_ENDPOINT | | export spans over OTLP to this collector (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` first); unset, nothing is exported and the start-up log says so

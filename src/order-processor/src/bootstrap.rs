@@ -334,7 +334,8 @@ mod tests {
         let entra = vars(&[&app[..], &[("DB_HOST", "h"), ("DB_ADMIN_USER", "id-admin")]].concat());
         BootstrapConfig::from_vars(&url).unwrap();
         BootstrapConfig::from_vars(&entra).unwrap();
-        let mismatches = common::config::mismatches(&[&url, &entra], &settings());
+        let own = common::config::settings(&[SETTINGS]);
+        let mismatches = common::config::mismatches(&[&url, &entra], &own);
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 

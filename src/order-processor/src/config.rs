@@ -168,7 +168,8 @@ mod tests {
         );
         Config::from_vars(&url).unwrap();
         Config::from_vars(&entra).unwrap();
-        let mismatches = common::config::mismatches(&[&url, &entra], &settings());
+        let own = common::config::settings(&[SETTINGS, BINDING_TIMEOUT]);
+        let mismatches = common::config::mismatches(&[&url, &entra], &own);
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
 
