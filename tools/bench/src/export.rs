@@ -14,10 +14,10 @@ use testkit::stack::Stack;
 
 use crate::measure::{Bench, SERVICES};
 use crate::orders;
-use crate::report::{
+use crate::stats::Spread;
+use crate::targets::{
     TARGET_PEAK_BYTES, TARGET_READY_MS, Target, Verdict, megabytes, percent, thousands,
 };
-use crate::stats::Spread;
 use crate::{Plan, bench_stack, progress, spread};
 
 /// The section's phase in [`Plan::file_seed`]: files no other section sends.

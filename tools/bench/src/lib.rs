@@ -25,6 +25,7 @@ pub mod orders;
 pub mod procfs;
 pub mod report;
 pub mod stats;
+pub mod targets;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -9,16 +9,14 @@ use serde::{Deserialize, Serialize};
 use crate::environment::Environment;
 use crate::export::TraceExport;
 use crate::stats::Spread;
+use crate::targets::{
+    TARGET_PEAK_BYTES, TARGET_READY_MS, Target, Verdict, megabytes, percent, thousands,
+};
 
 /// The end-to-end rate must reach this fraction of the `COPY` rate.
 pub const TARGET_VS_COPY: f64 = 0.30;
 /// Each service's own CPU per 1,000 orders end to end must stay under this many ms.
 pub const TARGET_SERVICE_CPU_MS: f64 = 0.8;
-/// Each service's peak resident memory must stay under this many bytes (20 MB).
-pub const TARGET_PEAK_BYTES: f64 = 20_000_000.0;
-/// Each service must answer `/readyz` with 200 within this many ms of its start.
-pub const TARGET_READY_MS: f64 = 100.0;
-
 /// Dapr's published sidecar overhead, for comparison.
 pub fn published_overhead() -> Published {
     Published {
@@ -139,35 +137,6 @@ pub struct Settings {
     pub floor_transport: String,
     /// What "end to end" measures.
     pub end_to_end: String,
-}
-
-/// Whether a target was met.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Met in this run.
-    Met,
-    /// Missed in this run.
-    Missed,
-    /// A comparison, not a target.
-    Comparison,
-    /// Not measured in this run (e.g. a quick run without the 100,000-order file).
-    NotMeasured,
-}
-
-/// One target and what this run measured for it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Target {
-    /// What is measured.
-    pub name: String,
-    /// The limit, in words.
-    pub limit: String,
-    /// The figure, in words.
-    pub measured: String,
-    /// Met, missed or a comparison.
-    pub verdict: Verdict,
-    /// Why, when missed; context otherwise.
-    pub note: String,
 }
 
 /// End-to-end throughput of one file size and the floor beside it.
@@ -1061,40 +1030,12 @@ fn spread(s: &Spread, format: impl Fn(f64) -> String) -> String {
     }
 }
 
-/// A whole number with thousands separators: `12,345`.
-pub fn thousands(value: f64) -> String {
-    let rounded = value.round();
-    let digits = format!("{:.0}", rounded.abs());
-    let mut out = String::new();
-    for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    if rounded < 0.0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
-/// A fraction as a percentage: `0.253` is `25.3 %`.
-pub fn percent(fraction: f64) -> String {
-    format!("{} %", decimal(fraction * 100.0, 1))
-}
-
 fn decimal(value: f64, places: usize) -> String {
     format!("{value:.places$}")
 }
 
 fn signed(value: f64) -> String {
     format!("{value:+.1}")
-}
-
-/// Bytes as MB (10^6 bytes).
-pub fn megabytes(bytes: f64) -> String {
-    format!("{:.1} MB", bytes / 1_000_000.0)
 }
 
 #[cfg(test)]
