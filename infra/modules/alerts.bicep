@@ -85,14 +85,15 @@ ContainerAppConsoleLogs_CL
 | where minutes >= 10
 ''', '{order-processor}', orderProcessorAppName)
 
-// (d) Repeated 5xx answers: order-processor logs each one at ERROR. batch retries a failed
-// call, so a single failure is not worth an alert; five in 15 minutes are.
+// (d) Repeated 5xx answers: order-processor logs each one at ERROR as `request failed`, with
+// its status and cause (unavailable, refused by the database, the binding forbidden). batch
+// retries a failed call, so a single failure is not worth an alert; five in 15 minutes are.
 var serverErrorsQuery = replace('''
 ContainerAppConsoleLogs_CL
 | where ContainerAppName_s == '{order-processor}'
 | extend e = parse_json(Log_s)
 | where tostring(e.message) == 'request failed' and tostring(e.level) == 'ERROR'
-| summarize failures = count(), last_error = take_any(tostring(e.error))
+| summarize failures = count(), last_error = take_any(strcat(tostring(e.cause), ': ', tostring(e.error)))
 | where failures >= 5
 ''', '{order-processor}', orderProcessorAppName)
 

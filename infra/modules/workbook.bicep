@@ -196,7 +196,7 @@ ContainerAppConsoleLogs_CL
 | where ContainerAppName_s == '{order-processor}'
 | extend e = parse_json(Log_s)
 | where tostring(e.message) == 'request failed'
-| summarize failures = count() by bin(TimeGenerated, {TimeRange:grain}), error = tostring(e.error)
+| summarize failures = count() by bin(TimeGenerated, {TimeRange:grain}), cause = tostring(e.cause)
 '''
         size: 0
         timeContextFromParameter: 'TimeRange'

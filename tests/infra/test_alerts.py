@@ -57,7 +57,7 @@ def test_the_extraction_finds_a_service_a_message_and_fields_for_every_log_alert
         assert "message" in use["fields"], (name, use)
     assert uses["batch-no-completed-run"] == {
         "service": "batch", "messages": ["run finished"], "fields": ["message", "outcome"]}
-    assert uses["order-processor-server-errors"]["fields"] == ["error", "level", "message"]
+    assert uses["order-processor-server-errors"]["fields"] == ["cause", "error", "level", "message"]
 
 
 def messages_not_logged(root, kind="alerts"):

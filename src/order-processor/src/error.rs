@@ -153,16 +153,26 @@ impl From<BindingError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        // Every 5xx is one message, `request failed`, whatever its cause: the server-errors
+        // alert counts them by it.
+        let failed = |cause: &str, error: String| {
+            let status = status.as_u16();
+            tracing::error!(status, cause, error, "request failed");
+        };
         match &self {
-            Self::Unavailable(cause) => {
-                tracing::error!(error = format!("{cause:#}"), "request failed");
-            }
-            Self::BindingForbidden(cause) => {
-                tracing::error!(error = %cause, "the sidecar refused the binding call: DAPR_API_TOKEN must be the sidecar's token, and the binding component scoped to this app");
-            }
-            Self::DatabaseRefused { source, .. } => {
-                tracing::error!(error = %source, "the database refused the statement; it is not retried");
-            }
+            Self::Unavailable(error) => failed(
+                "the database or the sidecar is unavailable; the caller may retry",
+                format!("{error:#}"),
+            ),
+            Self::BindingForbidden(error) => failed(
+                "the sidecar refused the binding call: DAPR_API_TOKEN must be the sidecar's \
+                 token, and the binding component scoped to this app",
+                error.to_string(),
+            ),
+            Self::DatabaseRefused { source, .. } => failed(
+                "the database refused the statement; it is not retried",
+                source.to_string(),
+            ),
             Self::TooLargeForBinding(cause) => {
                 tracing::warn!(error = %cause, "the sidecar refused the binding call as too large");
             }
@@ -282,6 +292,34 @@ mod tests {
         }
         fn enter(&self, _: &tracing::span::Id) {}
         fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn every_5xx_is_logged_as_request_failed_with_its_status_and_cause() {
+        let refused_by_the_database = BindingError::Call(tonic::Status::internal(
+            "error executing query: ERROR: permission denied (SQLSTATE 42501)",
+        ));
+        for (error, status) in [
+            (refused(Code::Internal), 503),
+            (refused(Code::Unauthenticated), 500),
+            (refused_by_the_database, 500),
+        ] {
+            let events = Arc::default();
+            let response = tracing::subscriber::with_default(Capture(Arc::clone(&events)), || {
+                ApiError::from(error).into_response()
+            });
+            assert_eq!(response.status().as_u16(), status);
+            let events = events.lock().unwrap();
+            let [(Level::ERROR, fields)] = &events[..] else {
+                panic!("{status}: {events:?}");
+            };
+            assert!(fields.contains("message=request failed"), "{fields}");
+            assert!(fields.contains(&format!("status={status}")), "{fields}");
+            assert!(
+                fields.contains("cause=") && fields.contains("error="),
+                "{fields}"
+            );
+        }
     }
 
     #[tokio::test]
