@@ -89,7 +89,7 @@ def test_every_version_in_the_docs_is_the_one_its_manifest_pins():
     for doc in DOCS:
         if doc.name == "benchmark.md":
             continue
-        for product, version in re.findall(r"\b(Dapr|daprd|PostgreSQL|Rust|Go) v?(\d+\.\d+(?:\.\d+)?)", text(doc)):
+        for product, version in re.findall(r"\b(Dapr|daprd|PostgreSQL|Rust|Go)\s+v?(\d+\.\d+(?:\.\d+)?)", text(doc)):
             product = "Dapr" if product == "daprd" else product
             if version not in allowed[product] and not any(v.startswith(version + ".") for v in allowed[product]):
                 wrong.append(f"{doc.relative_to(ROOT)}: {product} {version}, the manifests say {sorted(allowed[product])}")
@@ -136,7 +136,7 @@ def test_every_default_the_docs_restate_is_the_codes():
     for doc in DOCS:
         if doc.name == "local.md":
             continue
-        for name, value in re.findall(r"`([A-Z][A-Z0-9_]+)`(?: \(|, )(\d[\d,]*)(?=[ ,)])", text(doc)):
+        for name, value in re.findall(r"`([A-Z][A-Z0-9_]+)`(?:\s+\(|,\s+)(\d[\d,]*)(?=[\s,)])", text(doc)):
             if name in defaults and value.replace(",", "") not in defaults[name]:
                 wrong.append(f"{doc.relative_to(ROOT)}: {name} {value}, the code's default is {sorted(defaults[name])}")
     assert not wrong, "\n".join(wrong)
