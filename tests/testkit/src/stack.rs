@@ -306,11 +306,17 @@ impl Stack {
     /// How many statements are waiting to write orders (on the lock of
     /// [`Stack::hold_writes`]).
     pub async fn writes_waiting(&self) -> i64 {
+        self.waiting_writes().await.len() as i64
+    }
+
+    /// The statements waiting to write orders, each named by its backend and start.
+    pub async fn waiting_writes(&self) -> Vec<String> {
         sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
-             AND query LIKE 'INSERT INTO app.orders%' AND datname = current_database()",
+            "SELECT pid || '@' || query_start FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO app.orders%' \
+             AND datname = current_database()",
         )
-        .fetch_one(&mut self.admin().await)
+        .fetch_all(&mut self.admin().await)
         .await
         .expect("pg_stat_activity")
     }

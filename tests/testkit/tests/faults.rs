@@ -123,14 +123,23 @@ async fn a_stalled_database_gets_no_chunk_twice_and_every_order_is_counted_once(
     let held = stack.hold_writes().await;
     let run = stack.start_run();
     stack.wait_for_waiting_writes(1).await;
-    // Stalled for 3 s (each try of the sidecar's policy may take 5 s): batch waits for the
-    // answer, and never sends the chunk again while its first attempt is still writing.
-    let mut most = 0;
-    for _ in 0..30 {
-        most = most.max(stack.writes_waiting().await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Stalled until the sidecar's policy has given up on the first try (5 s) and made its
+    // next: every attempt at the chunk is alone, never one beside another still writing.
+    let mut attempts = std::collections::BTreeSet::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while attempts.len() < 2 {
+        let waiting = stack.waiting_writes().await;
+        assert!(
+            waiting.len() <= 1,
+            "a chunk was sent again while it was being written: {waiting:?}"
+        );
+        attempts.extend(waiting);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no second attempt: {attempts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(most, 1, "a chunk was sent again while it was being written");
     held.release().await;
     let summary = run.await.unwrap().expect("the run's summary");
     assert_eq!(summary["outcome"], "completed", "{summary}");
