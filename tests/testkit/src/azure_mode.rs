@@ -243,13 +243,21 @@ impl AzureMode {
             })
     }
 
-    /// Runs `order-processor bootstrap` as the Container Apps job does: with the job's
-    /// environment and the stand-ins, nothing of the test's own.
-    pub async fn bootstrap(&self) -> std::process::Output {
-        self.bootstrap_command()
+    /// Runs `order-processor bootstrap` as the Container Apps job does (with the job's
+    /// environment and the stand-ins, nothing of the test's own), and checks that it
+    /// succeeded.
+    pub async fn bootstrap(&self) {
+        let output = self
+            .bootstrap_command()
             .output()
             .await
-            .expect("run order-processor bootstrap")
+            .expect("run order-processor bootstrap");
+        assert!(
+            output.status.success(),
+            "bootstrap failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 
     /// The command [`AzureMode::bootstrap`] runs, for a test that watches it.

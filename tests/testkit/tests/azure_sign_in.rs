@@ -25,17 +25,6 @@ fn on_demand(orders: String) -> StackOptions {
     }
 }
 
-/// Runs the bootstrap job as Container Apps does, and checks that it succeeded.
-async fn bootstrapped(azure: &AzureMode) {
-    let output = azure.bootstrap().await;
-    assert!(
-        output.status.success(),
-        "bootstrap failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// Asks the endpoint for `client_id`'s token as a container with `env` would.
 async fn ask(env: &[(String, String)], client_id: Option<&str>) -> reqwest::Response {
     let value = |name: &str| {
@@ -218,7 +207,7 @@ async fn the_identity_endpoint_answers_as_container_apps_does_and_refuses_the_re
 #[tokio::test(flavor = "multi_thread")]
 async fn orders_are_stored_across_token_changes() {
     let azure = AzureMode::start(AzureOptions::default()).await;
-    bootstrapped(&azure).await;
+    azure.bootstrap().await;
     let stack = Stack::start_on(
         on_demand(orders_json(1, 1)),
         azure.database(azure.platform()),
@@ -318,7 +307,7 @@ async fn a_token_the_endpoint_did_not_issue_or_that_has_expired_is_refused() {
         ..AzureOptions::default()
     })
     .await;
-    bootstrapped(&azure).await;
+    azure.bootstrap().await;
     let token = token_of(&azure, &azure.data).await;
     let expires_at = azure
         .identity
@@ -371,7 +360,7 @@ async fn a_token_the_endpoint_did_not_issue_or_that_has_expired_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_of_another_identity_is_refused() {
     let azure = AzureMode::start(AzureOptions::default()).await;
-    bootstrapped(&azure).await;
+    azure.bootstrap().await;
 
     // Each role takes its own identity's token only.
     let admin_token = token_of(&azure, &azure.admin).await;
@@ -496,7 +485,7 @@ async fn a_server_certificate_for_another_host_name_is_refused_by_the_app_and_th
     // With a certificate for the right name, and nothing else changed, the system
     // converges by itself.
     azure.use_a_certificate_for_the_host().await;
-    bootstrapped(&azure).await;
+    azure.bootstrap().await;
     stack.wait_ready("order-processor").await;
     store(&stack, 1, 10).await;
     assert_eq!(stack.stored().await, expected_rows(1, 10));

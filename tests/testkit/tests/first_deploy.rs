@@ -35,17 +35,6 @@ fn options() -> StackOptions {
     StackOptions::every_second(orders_json(1, ORDERS), 50)
 }
 
-/// Runs the bootstrap job as Container Apps does, signed in as the Entra administrator.
-async fn bootstrap(azure: &AzureMode) {
-    let output = azure.bootstrap().await;
-    assert!(
-        output.status.success(),
-        "bootstrap failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 async fn every_order_stored_once(stack: &Stack) {
     stack
         .wait_until("every order stored", CONVERGE, || async {
@@ -121,7 +110,7 @@ async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
     );
     let apps = (stack.pid("order-processor"), stack.pid("batch"));
 
-    bootstrap(&azure).await;
+    azure.bootstrap().await;
     every_order_stored_once(&stack).await;
     stack.wait_ready("order-processor").await;
 
@@ -148,7 +137,7 @@ async fn apps_started_before_the_bootstrap_store_every_order_once_it_has_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn apps_started_after_the_bootstrap_need_no_restart() {
     let azure = azure(PrincipalFunction::SecurityInvoker).await;
-    bootstrap(&azure).await;
+    azure.bootstrap().await;
     let stack = Stack::start_on(options(), azure.database(azure.platform())).await;
     every_order_stored_once(&stack).await;
     assert_eq!(stack.sidecar_restarts("order-processor"), 0);
