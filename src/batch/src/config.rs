@@ -154,11 +154,7 @@ impl Config {
                     250,
                     1..=60_000,
                 )?),
-                deadline: Duration::from_secs(vars.number_in(
-                    "RUN_DEADLINE_SECS",
-                    600,
-                    1..=86_400,
-                )?),
+                deadline: vars.seconds_in("RUN_DEADLINE_SECS", 600, 1..=86_400)?,
                 read: BlockLimits::default(),
             },
         })

@@ -142,8 +142,7 @@ pub fn doc_holds(doc: &std::path::Path, name: &str, settings: &[Setting]) -> Res
 
 /// How long order-processor gives one binding call (`BINDING_TIMEOUT_SECS`).
 pub fn binding_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
-    vars.number_in(BINDING_TIMEOUT_VAR, DEFAULT_BINDING_TIMEOUT_SECS, 1..=300)
-        .map(Duration::from_secs)
+    vars.seconds_in(BINDING_TIMEOUT_VAR, DEFAULT_BINDING_TIMEOUT_SECS, 1..=300)
 }
 
 /// A configuration value that is missing or malformed.
@@ -270,6 +269,16 @@ impl Vars {
                 .parse()
                 .map_err(|error| ConfigError::new(var, format!("is not valid ({error}): {raw:?}"))),
         }
+    }
+
+    /// A duration of whole seconds in `range`, or `default` seconds when unset.
+    pub fn seconds_in(
+        &self,
+        var: &str,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number_in(var, default, range).map(Duration::from_secs)
     }
 
     /// A whole number in `range`, or `default` when unset.

@@ -99,11 +99,7 @@ impl BootstrapConfig {
             database: vars.required("DB_NAME")?,
             app_role: vars.required("APP_ROLE")?,
             app_object_id,
-            patience: Duration::from_secs(vars.number_in(
-                "DB_STARTUP_TIMEOUT_SECS",
-                300,
-                0..=3600,
-            )?),
+            patience: vars.seconds_in("DB_STARTUP_TIMEOUT_SECS", 300, 0..=3600)?,
         })
     }
 }

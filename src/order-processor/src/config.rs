@@ -135,16 +135,8 @@ impl Config {
             port: vars.number_in("APP_PORT", 6001, 0..=u16::MAX)?,
             database,
             db_max_connections: vars.number_in("DB_MAX_CONNECTIONS", 5, 1..=100)?,
-            db_acquire_timeout: Duration::from_secs(vars.number_in(
-                "DB_ACQUIRE_TIMEOUT_SECS",
-                5,
-                1..=60,
-            )?),
-            db_startup_timeout: Duration::from_secs(vars.number_in(
-                "DB_STARTUP_TIMEOUT_SECS",
-                30,
-                0..=3600,
-            )?),
+            db_acquire_timeout: vars.seconds_in("DB_ACQUIRE_TIMEOUT_SECS", 5, 1..=60)?,
+            db_startup_timeout: vars.seconds_in("DB_STARTUP_TIMEOUT_SECS", 30, 0..=3600)?,
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
