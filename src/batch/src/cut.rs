@@ -131,13 +131,10 @@ impl Chunk {
         self.size = self.size.plus(size, self.orders.len() == 1);
     }
 
-    /// Its two halves, or the chunk itself when it holds one order.
-    pub fn split(self) -> Result<(Self, Self), Self> {
+    /// Its two halves, the back one first; for a chunk of at least two orders.
+    pub fn split(self) -> [Self; 2] {
         let half = self.len() / 2;
-        if half == 0 {
-            return Err(self);
-        }
-        let mut halves = [self.start, self.start + half].map(|start| {
+        let mut halves = [self.start + half, self.start].map(|start| {
             let mut piece = Self::new(self.index, start, half + 1, self.body.len());
             piece.sent_before = self.sent_before;
             piece
@@ -145,19 +142,14 @@ impl Chunk {
         let mut from = 1;
         for (i, &(position, end, params)) in self.orders.iter().enumerate() {
             let json = &self.body[from..end as usize];
-            let body = json.len();
-            halves[usize::from(i >= half)].push(
-                position,
-                json,
-                Size {
-                    body,
-                    params: params as usize,
-                },
-            );
+            let size = Size {
+                body: json.len(),
+                params: params as usize,
+            };
+            halves[usize::from(i < half)].push(position, json, size);
             from = end as usize + 1;
         }
-        let [front, back] = halves;
-        Ok((front, back))
+        halves
     }
 }
 
@@ -288,9 +280,10 @@ mod tests {
                 let expected: Vec<i64> = (chunk.start..chunk.start + chunk.len()).map(|i| i as i64 + 1).collect();
                 prop_assert_eq!(ids(&chunk), expected);
                 prop_assert_eq!(chunk.size().body, chunk.body().len());
-                match chunk.split() {
-                    Ok((front, back)) => work.extend([front, back]),
-                    Err(single) => { prop_assert_eq!(single.len(), 1); singles += 1; }
+                if chunk.len() > 1 {
+                    work.extend(chunk.split());
+                } else {
+                    singles += 1;
                 }
             }
             prop_assert_eq!(singles, n);

@@ -148,9 +148,14 @@ impl Elements {
         Ok(true)
     }
 
-    /// The handle it reads, for another pass.
-    pub fn into_input(self) -> Box<dyn Input> {
+    /// Goes back to the start of the file, for another pass (not hashed).
+    pub fn rewind(&mut self) -> Result<(), Error> {
         self.input
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| self.io_error(e))?;
+        let input = std::mem::replace(&mut self.input, Box::new(std::io::empty()));
+        *self = Self::new(input, self.path.clone(), self.limits, false);
+        Ok(())
     }
 
     /// How many elements were handed over.

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::cut::Chunk;
 use crate::source::{Digest, Stamp};
 
 /// The pause before orders that could not be stored are tried again the first time: one
@@ -55,24 +56,17 @@ pub struct SetAside {
 }
 
 impl SetAside {
-    /// Orders `start..start + orders` (numbered among the orders to send) to set aside.
-    pub fn new(
-        chunk: usize,
-        start: usize,
-        orders: usize,
-        first: u64,
-        reason: String,
-        what_to_change: String,
-    ) -> Self {
+    /// The orders of `chunk`, to set aside.
+    pub fn new(chunk: &Chunk, reason: String, what_to_change: String) -> Self {
         Self {
-            chunk,
-            first,
-            orders,
+            chunk: chunk.index,
+            first: chunk.first_position(),
+            orders: chunk.len(),
             reason,
             what_to_change,
             attempts: 0,
             next_attempt_in_secs: 0,
-            start,
+            start: chunk.start,
             retry_at: Instant::now(),
             retried: false,
         }
@@ -179,7 +173,12 @@ impl FileProgress {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use common::wire::Size;
+
     use super::*;
+    use crate::cut::{Cutter, Limits};
 
     fn file(sendable: usize) -> FileProgress {
         let stamp = Stamp {
@@ -189,15 +188,19 @@ mod tests {
         FileProgress::new([0; 32], stamp, sendable as u64, sendable)
     }
 
+    /// Orders `start..start + len` set aside, as one chunk.
     fn aside(start: usize, len: usize) -> SetAside {
-        SetAside::new(
-            0,
-            start,
-            len,
-            start as u64,
-            "404".into(),
-            "TARGET_APP_ID".into(),
-        )
+        let mut cutter = Cutter::new(Arc::new(Limits::new(len, usize::MAX)));
+        let json = br#"{"orderid":1,"customer":"A","price":1}"#;
+        for number in start..start + len {
+            let size = Size {
+                body: json.len(),
+                params: json.len(),
+            };
+            assert!(cutter.push(number, number as u64, json, size).is_none());
+        }
+        let chunk = cutter.finish().unwrap();
+        SetAside::new(&chunk, "404".into(), "TARGET_APP_ID".into())
     }
 
     #[test]

@@ -1,16 +1,16 @@
 //! Runs, one at a time (a trigger that arrives during a run is answered at once and
 //! skipped), and the one way through a run: look at the file (one whose every order is
 //! settled is skipped once its digest says it is the same), read and judge it
-//! ([`crate::survey`]), cut the orders to send into chunks ([`crate::cut`]) in short
-//! blocking steps, send up to `CHUNKS_IN_FLIGHT` at once while the next is cut
-//! ([`crate::send`]), note what became of each in the file's progress
-//! ([`crate::progress`]) and the run's summary ([`crate::summary`]), log the file's
-//! problems once and one summary line. A run that passes `RUN_DEADLINE_SECS` stops and
-//! leaves the rest for the next.
+//! ([`crate::survey`]), then two sides joined by a channel of one chunk: a blocking thread
+//! reads the file again and cuts the orders to send into chunks ([`crate::cut`]), while
+//! the run sends up to `CHUNKS_IN_FLIGHT` of them at once ([`crate::send`]) and notes what
+//! became of each in the file's progress ([`crate::progress`]) and the run's summary
+//! ([`crate::summary`]). A run that passes `RUN_DEADLINE_SECS` stops and leaves the rest
+//! for the next.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use common::trace_context::Link;
 use common::wire::largest_order;
@@ -29,7 +29,7 @@ use crate::outcome::{ChunkOutcome, SAME_VERSION};
 use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
-use crate::summary::{Ended, Summary};
+use crate::summary::{Outcome, Summary};
 use crate::survey::{MAX_LISTED, Problems, Survey, survey};
 
 /// Failures in a row, with nothing stored in between, after which order-processor looks
@@ -38,13 +38,11 @@ use crate::survey::{MAX_LISTED, Problems, Survey, survey};
 const DOWN_AFTER: u32 = 2;
 
 /// Runs the file through the sink, one run at a time.
-pub struct Runner<S> {
-    /// What is known of the current file, kept from run to run; held by the run in progress.
-    progress: Arc<Mutex<Option<FileProgress>>>,
-    shared: Arc<Shared<S>>,
-}
+pub struct Runner<S>(Arc<Shared<S>>);
 
 struct Shared<S> {
+    /// What is known of the current file, kept from run to run; held by the run in progress.
+    progress: Arc<Mutex<Option<FileProgress>>>,
     submitter: Submitter<S>,
     source: OrdersSource,
     limits: Arc<Limits>,
@@ -54,92 +52,31 @@ struct Shared<S> {
 
 impl<S> Clone for Runner<S> {
     fn clone(&self) -> Self {
-        Self {
-            progress: Arc::clone(&self.progress),
-            shared: Arc::clone(&self.shared),
-        }
+        Self(Arc::clone(&self.0))
     }
-}
-
-/// The orders to send, cut into chunks on demand, one blocking step at a time; what
-/// earlier runs settled or set aside is skipped, and counted.
-struct Feed {
-    survey: Survey,
-    source: OrdersSource,
-    /// Whether an order (by its number) is settled (`true`) or waiting (`false`).
-    skip: Box<dyn Fn(usize) -> Option<bool> + Send>,
-    cutter: Cutter,
-    ready: VecDeque<Chunk>,
-    /// The number of the next order to send.
-    number: usize,
-    /// Orders handed out in chunks, settled by an earlier run, and set aside and waiting.
-    counts: [u64; 3],
-    finished: bool,
-    problems: Problems,
-}
-
-impl Feed {
-    /// The next chunk, or `None` after the last. Blocks while it reads.
-    fn next_chunk(&mut self, keep_going: &dyn Fn() -> bool) -> Result<Option<Chunk>, Error> {
-        while self.ready.is_empty() && !self.finished {
-            let (number, counts, ready) = (&mut self.number, &mut self.counts, &mut self.ready);
-            let (skip, cutter) = (&self.skip, &mut self.cutter);
-            let more = self.survey.next_orders(
-                &self.source,
-                keep_going,
-                &mut self.problems,
-                &mut |position, json, size| {
-                    *number += 1;
-                    match skip(*number - 1) {
-                        Some(true) => counts[1] += 1,
-                        Some(false) => counts[2] += 1,
-                        None => ready.extend(cutter.push(*number - 1, position, json, size)),
-                    }
-                },
-            )?;
-            if !more {
-                self.ready.extend(self.cutter.finish());
-                self.finished = true;
-            }
-        }
-        let chunk = self.ready.pop_front();
-        self.counts[0] += chunk.as_ref().map_or(0, |chunk| chunk.len() as u64);
-        Ok(chunk)
-    }
-}
-
-/// What became of a part of a chunk: the chunk, or a half of one refused as too large.
-struct Part {
-    chunk: usize,
-    start: usize,
-    len: usize,
-    first: u64,
-    outcome: ChunkOutcome,
 }
 
 impl<S: OrderSink> Runner<S> {
     /// A runner reading `source` and sending its chunks to `sink` as `settings` say.
     pub fn new(sink: S, source: OrdersSource, settings: Settings) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             progress: Arc::default(),
-            shared: Arc::new(Shared {
-                submitter: Submitter::new(sink, settings.max_retries, settings.retry_delay),
-                source,
-                limits: Arc::new(Limits::new(settings.chunk_size, settings.chunk_bytes)),
-                settings,
-                cancel: CancellationToken::new(),
-            }),
-        }
+            submitter: Submitter::new(sink, settings.max_retries, settings.retry_delay),
+            source,
+            limits: Arc::new(Limits::new(settings.chunk_size, settings.chunk_bytes)),
+            settings,
+            cancel: CancellationToken::new(),
+        }))
     }
 
     /// Stops the run in progress, if any, and every later one.
     pub fn cancel(&self) {
-        self.shared.cancel.cancel();
+        self.0.cancel.cancel();
     }
 
     /// Waits until no run is in progress.
     pub async fn idle(&self) {
-        drop(self.progress.lock().await);
+        drop(self.0.progress.lock().await);
     }
 
     /// Runs unless a run is in progress ([`Error::RunInProgress`] at once). The run goes
@@ -152,15 +89,13 @@ impl<S: OrderSink> Runner<S> {
     /// service's sampler (`OTEL_TRACES_SAMPLER`, every run by default), and every span
     /// below it, in both services and both sidecars, follows.
     pub async fn run(&self, trigger: &'static str, tick: Option<Link>) -> Result<Summary, Error> {
-        let Ok(mut progress) = Arc::clone(&self.progress).try_lock_owned() else {
+        let Ok(mut progress) = Arc::clone(&self.0.progress).try_lock_owned() else {
             tracing::info!(
                 trigger,
                 "run skipped: the previous run is still in progress"
             );
             return Err(Error::RunInProgress);
         };
-        let runner = self.clone();
-        // A child of the request's span: one trace from the tick to the rows stored.
         let span = tracing::info_span!(
             parent: None,
             "run",
@@ -181,12 +116,14 @@ impl<S: OrderSink> Runner<S> {
         if let Some(tick) = tick {
             common::trace_context::link(&span, tick);
         }
+        let runner = self.clone();
         let task = async move {
             let (started, mut summary) = (Instant::now(), Summary::default());
-            let ended = runner.execute(&mut progress, &mut summary, started).await;
+            let deadline = started + runner.0.settings.deadline;
+            let outcome = runner.execute(&mut progress, &mut summary, deadline).await;
             summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let spans = (progress.as_mut()).map_or(&[][..], |p| p.end_run(Instant::now()));
-            summary.end(ended, spans);
+            summary.end(outcome, spans);
             summary.record_on(&tracing::Span::current());
             summary.log(trigger);
             summary
@@ -201,16 +138,15 @@ impl<S: OrderSink> Runner<S> {
         &self,
         known: &mut Option<FileProgress>,
         summary: &mut Summary,
-        started: Instant,
-    ) -> Ended {
-        let shared = &self.shared;
-        let deadline = started + shared.settings.deadline;
+        deadline: Instant,
+    ) -> Outcome {
+        let shared = &self.0;
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
         let done = (known.as_ref())
             .filter(|p| p.done())
             .map(|p| (p.digest, p.stamp));
-        let (source, limits, going) = (
+        let (source, blocks, going) = (
             shared.source.clone(),
             shared.settings.read,
             keep_going.clone(),
@@ -224,18 +160,18 @@ impl<S: OrderSink> Runner<S> {
                 return Ok((stamp, None));
             }
             let mut problems = Problems::default();
-            let survey = survey(&source, input, stamp.bytes, limits, &going, &mut problems)?;
+            let survey = survey(&source, input, stamp.bytes, blocks, &going, &mut problems)?;
             let same = done.is_some_and(|(digest, _)| digest == survey.digest);
             Ok((stamp, (!same).then_some((survey, problems))))
         });
         let (stamp, survey, problems) = match looked.await.and_then(|looked| looked) {
-            Err(error) => return self.failed(&error, deadline),
+            Err(error) => return self.failed(error, summary, deadline),
             Ok((stamp, None)) => {
                 if let Some(progress) = known.as_mut() {
                     progress.stamp = stamp;
                     (summary.read, summary.skipped) = (progress.read, progress.read);
                 }
-                return Ended::Unchanged;
+                return Outcome::Unchanged;
             }
             Ok((stamp, Some((survey, problems)))) => (stamp, survey, problems),
         };
@@ -254,40 +190,51 @@ impl<S: OrderSink> Runner<S> {
         let sendable = survey.sendable as u64;
         let feed = Feed {
             survey,
-            source: shared.source.clone(),
             skip: Box::new(progress.skips(Instant::now())),
             cutter: Cutter::new(Arc::clone(&shared.limits)),
-            ready: VecDeque::new(),
             number: 0,
-            counts: [0; 3],
-            finished: false,
+            skipped: [0; 2],
             problems,
         };
-        let (ended, feed, on_their_way) = self
+        let (finished, feed, read) = self
             .send_all(feed, keep_going, progress, summary, deadline)
             .await;
-        let [handed, skipped, waiting] = feed.as_ref().map_or([0; 3], |feed| feed.counts);
+        let [skipped, waiting] = feed.as_ref().map_or([0; 2], |feed| feed.skipped);
         (summary.skipped, summary.unsendable) = (skipped, summary.unsendable + waiting);
-        // What was never handed out in a chunk, or was on its way when the run stopped,
-        // is left for the next run.
-        summary.deferred += on_their_way + sendable.saturating_sub(handed + skipped + waiting);
+        // What was not cut, not sent, or on its way when the run stopped.
+        let left = sendable.saturating_sub(finished + skipped + waiting);
+        summary.deferred += left;
         if let Some(feed) = feed
             && !progress.problems_logged
         {
             feed.problems.log();
             progress.problems_logged = true;
         }
-        let ended = ended.unwrap_or(Ended::Finished);
-        if ended == Ended::Finished && progress.done() {
-            tracing::info!(file = %shared.source, "every order of the file is settled: later runs skip it until it changes");
+        match read {
+            _ if shared.cancel.is_cancelled() => Outcome::Cancelled,
+            Err(error) if !matches!(error, Error::Stopped) => self.failed(error, summary, deadline),
+            _ if left > 0 && Instant::now() >= deadline => {
+                let deadline_secs = shared.settings.deadline.as_secs();
+                tracing::warn!(
+                    deadline_secs,
+                    "the run passed its deadline (RUN_DEADLINE_SECS): what is not stored yet is left for the next run"
+                );
+                Outcome::Completed
+            }
+            _ => {
+                if progress.done() {
+                    tracing::info!(file = %shared.source, "every order of the file is settled: later runs skip it until it changes");
+                }
+                Outcome::Completed
+            }
         }
-        ended
     }
 
-    /// Sends the chunks `feed` cuts, up to `CHUNKS_IN_FLIGHT` at once while the next is
-    /// cut, noting what became of each, until the feed runs out or fails, order-processor
-    /// looks down, or the run is cancelled or passes its deadline. Returns how it ended
-    /// when not by running out, the feed, and the orders on their way when it stopped.
+    /// Sends the chunks `feed` cuts, a block of the file at a time while the chunks cut
+    /// before are on their way, up to `CHUNKS_IN_FLIGHT` at once, noting what became of
+    /// each, until the file is read, order-processor looks down, or the run is cancelled
+    /// or passes its deadline. Returns how many orders it dealt with, the feed (lost only
+    /// when the runtime stops), and whether the file could be read.
     async fn send_all(
         &self,
         feed: Feed,
@@ -295,118 +242,105 @@ impl<S: OrderSink> Runner<S> {
         progress: &mut FileProgress,
         summary: &mut Summary,
         deadline: Instant,
-    ) -> (Option<Ended>, Option<Feed>, u64) {
+    ) -> (u64, Option<Feed>, Result<(), Error>) {
         let (failures, mut logged) = (AtomicU32::new(0), Logged::default());
-        let mut in_flight = FuturesUnordered::new();
-        let (mut feed, mut cutting, mut open, mut on_their_way) = (Some(feed), None, true, 0);
-        let ended = loop {
-            if open
-                && cutting.is_none()
-                && in_flight.len() < self.shared.settings.in_flight
+        let (mut in_flight, mut ready) = (FuturesUnordered::new(), VecDeque::new());
+        let (mut feed, mut reading, mut read) = (Some(feed), None, Ok(true));
+        let (mut open, mut finished) = (true, 0);
+        loop {
+            if ready.is_empty()
+                && matches!(read, Ok(true))
                 && let Some(mut next) = feed.take()
             {
                 let going = keep_going.clone();
-                cutting = Some(Box::pin(crate::blocking(move || {
-                    (next.next_chunk(&going), next)
-                })));
+                reading = Some(Box::pin(crate::blocking(move || (next.step(&going), next))));
             }
-            if cutting.is_none() && in_flight.is_empty() {
-                break None;
+            while open
+                && in_flight.len() < self.0.settings.in_flight
+                && let Some(chunk) = ready.pop_front()
+            {
+                in_flight.push(self.deliver(chunk, &failures));
+            }
+            if in_flight.is_empty() && (reading.is_none() || !open) {
+                break;
             }
             tokio::select! {
                 biased;
-                () = self.shared.cancel.cancelled() => break Some(Ended::Cancelled),
-                () = tokio::time::sleep_until(deadline) => {
-                    let deadline_secs = self.shared.settings.deadline.as_secs();
-                    tracing::warn!(deadline_secs, "the run passed its deadline (RUN_DEADLINE_SECS): what is not stored yet is left for the next run");
-                    break None;
-                }
-                Some((len, submitted, parts)) = in_flight.next(), if !in_flight.is_empty() => {
-                    on_their_way -= len;
+                () = self.0.cancel.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                Some((submitted, parts)) = in_flight.next() => {
                     summary.submitted += submitted;
-                    for part in parts {
-                        record(part, progress, summary, &mut logged);
+                    for (chunk, outcome) in parts {
+                        record(&chunk, outcome, progress, summary, &mut logged);
+                        finished += chunk.len() as u64;
                     }
-                    open &= failures.load(Ordering::Relaxed) < DOWN_AFTER;
+                    open &= failures.load(Relaxed) < DOWN_AFTER;
                 }
-                cut = async { cutting.as_mut()?.await.ok() }, if cutting.is_some() => {
-                    cutting = None;
-                    let Some((chunk, next)) = cut else { break None };
+                step = async { reading.as_mut()?.await.ok() }, if reading.is_some() => {
+                    reading = None;
+                    let Some((step, next)) = step else { break };
                     feed = Some(next);
-                    match chunk {
-                        Ok(Some(chunk)) => {
-                            on_their_way += chunk.len() as u64;
-                            in_flight.push(self.deliver(chunk, &failures));
-                        }
-                        Ok(None) => open = false,
-                        // Stopped by the deadline: the branch above says so.
-                        Err(Error::Stopped) if !self.shared.cancel.is_cancelled() => break None,
-                        Err(error) => break Some(self.failed(&error, deadline)),
-                    }
+                    read = step.map(|(chunks, more)| {
+                        ready.extend(chunks);
+                        more
+                    });
                 }
             }
-        };
+        }
         logged.finish();
-        // A chunk being cut when the run stopped is never handed out.
-        if let Some(cutting) = cutting
-            && let Ok((Ok(Some(chunk)), mut next)) = cutting.await
+        // A block being read when the run stopped: its chunks are never sent.
+        if let Some(reading) = reading
+            && let Ok((_, next)) = reading.await
         {
-            next.counts[0] -= chunk.len() as u64;
             feed = Some(next);
         }
-        (ended, feed, on_their_way)
+        (finished, feed, read.map(drop))
     }
 
-    /// Sends a chunk, and its halves when it is too large: what became of each part, with
-    /// the chunk's size and how many of its orders were sent.
-    async fn deliver(&self, chunk: Chunk, failures: &AtomicU32) -> (u64, u64, Vec<Part>) {
-        let (len, mut submitted, mut parts) = (chunk.len() as u64, 0, Vec::new());
-        let mut work = vec![chunk];
+    /// Sends a chunk, and its halves when it is too large: how many of its orders were
+    /// sent for the first time, and each part with what became of it.
+    async fn deliver(
+        &self,
+        chunk: Chunk,
+        failures: &AtomicU32,
+    ) -> (u64, Vec<(Chunk, ChunkOutcome)>) {
+        let (limits, mut submitted) = (&self.0.limits, 0);
+        let (mut work, mut parts) = (vec![chunk], Vec::new());
         while let Some(mut chunk) = work.pop() {
-            let limits = &self.shared.limits;
             let over = chunk.len() > limits.orders() || chunk.size().largest() > limits.bytes();
-            let outcome = if failures.load(Ordering::Relaxed) >= DOWN_AFTER {
+            let outcome = if failures.load(Relaxed) >= DOWN_AFTER {
                 let reason = "order-processor looks down".to_owned();
                 ChunkOutcome::RetryLater { reason }
             } else if over && chunk.len() > 1 {
                 // Cut before smaller limits were learnt: halved unsent.
-                work.extend(halves(chunk));
+                work.extend(chunk.split());
                 continue;
             } else {
                 if !chunk.sent_before {
                     (submitted, chunk.sent_before) = (submitted + chunk.len() as u64, true);
                 }
-                match self.submit(&chunk).await {
+                let outcome = self.submit(&chunk).await;
+                match &outcome {
                     ChunkOutcome::TooLarge { limit, reason } if chunk.len() > 1 => {
-                        self.lower(&chunk, limit, &reason);
-                        work.extend(halves(chunk));
+                        self.lower(&chunk, *limit, reason);
+                        work.extend(chunk.split());
                         continue;
                     }
-                    outcome @ ChunkOutcome::Stored { .. } => {
-                        failures.store(0, Ordering::Relaxed);
-                        outcome
+                    ChunkOutcome::Stored { .. } => failures.store(0, Relaxed),
+                    ChunkOutcome::RetryLater { .. }
+                        if failures.fetch_add(1, Relaxed) + 1 == DOWN_AFTER =>
+                    {
+                        tracing::warn!(
+                            "order-processor looks down: the orders not sent yet wait for the next run"
+                        );
                     }
-                    outcome @ ChunkOutcome::RetryLater { .. } => {
-                        if failures.fetch_add(1, Ordering::Relaxed) + 1 == DOWN_AFTER {
-                            tracing::warn!(
-                                "order-processor looks down: the orders not sent yet wait for the next run"
-                            );
-                        }
-                        outcome
-                    }
-                    outcome => outcome,
+                    _ => {}
                 }
+                outcome
             };
-            let (start, first) = (chunk.start, chunk.first_position());
-            parts.push(Part {
-                chunk: chunk.index,
-                start,
-                len: chunk.len(),
-                first,
-                outcome,
-            });
+            parts.push((chunk, outcome));
         }
-        (len, submitted, parts)
+        (submitted, parts)
     }
 
     async fn submit(&self, chunk: &Chunk) -> ChunkOutcome {
@@ -420,8 +354,8 @@ impl<S: OrderSink> Runner<S> {
             inserted = Empty,
         );
         let trace = common::trace_context::trace_headers(&span);
-        let (body, submitter) = (chunk.body(), &self.shared.submitter);
-        let submitting = submitter.submit(&body, chunk.len(), &trace);
+        let body = chunk.body();
+        let submitting = (self.0.submitter).submit(&body, chunk.len(), &trace);
         let outcome = submitting.instrument(span.clone()).await;
         span.record("outcome", outcome.name());
         if let ChunkOutcome::Stored { inserted, .. } = outcome {
@@ -433,16 +367,15 @@ impl<S: OrderSink> Runner<S> {
     /// Lowers the limit a chunk of several orders passed, so that the chunks cut after it
     /// are smaller, and says which setting to change.
     fn lower(&self, chunk: &Chunk, limit: Limit, reason: &str) {
-        let settings = &self.shared.settings;
-        let lowered = match limit {
-            Limit::Orders => self.shared.limits.lower(limit, chunk.len().div_ceil(2)),
-            Limit::Bytes => {
-                let half = (chunk.size().largest() / 2).max(largest_order().largest());
-                self.shared.limits.lower(limit, half)
-            }
+        let (settings, limits) = (&self.0.settings, &self.0.limits);
+        let half = match limit {
+            Limit::Orders => chunk.len().div_ceil(2),
+            Limit::Bytes => (chunk.size().largest() / 2).max(largest_order().largest()),
         };
+        if !limits.lower(limit, half) {
+            return;
+        }
         match limit {
-            _ if !lowered => {}
             Limit::Orders => tracing::warn!(
                 reason,
                 chunk_size = settings.chunk_size,
@@ -459,35 +392,68 @@ impl<S: OrderSink> Runner<S> {
         }
     }
 
-    fn failed(&self, error: &Error, deadline: Instant) -> Ended {
-        if self.shared.cancel.is_cancelled() {
-            Ended::Cancelled
-        } else if matches!(error, Error::Stopped) && Instant::now() >= deadline {
-            Ended::Failed(
-                "the run passed its deadline (RUN_DEADLINE_SECS) while reading the file".to_owned(),
-            )
-        } else {
-            Ended::Failed(error.to_string())
+    /// A run that could not use the file: why, in the summary.
+    fn failed(&self, error: Error, summary: &mut Summary, deadline: Instant) -> Outcome {
+        if self.0.cancel.is_cancelled() {
+            return Outcome::Cancelled;
         }
+        summary.error = Some(match error {
+            Error::Stopped if Instant::now() >= deadline => {
+                "the run passed its deadline (RUN_DEADLINE_SECS) while reading the file".to_owned()
+            }
+            error => error.to_string(),
+        });
+        Outcome::Failed
     }
 }
 
-fn halves(chunk: Chunk) -> Vec<Chunk> {
-    match chunk.split() {
-        Ok((front, back)) => vec![back, front],
-        Err(single) => vec![single],
+/// The orders to send, read and cut into chunks a block of the file at a time; what
+/// earlier runs settled or set aside is skipped, and counted.
+struct Feed {
+    survey: Survey,
+    /// Whether an order (by its number) is settled (`true`) or waiting (`false`).
+    skip: Box<dyn Fn(usize) -> Option<bool> + Send>,
+    cutter: Cutter,
+    /// The number of the next order to send.
+    number: usize,
+    /// Orders settled by an earlier run, and set aside and waiting.
+    skipped: [u64; 2],
+    problems: Problems,
+}
+
+impl Feed {
+    /// Reads the next block: the chunks it closed, and whether more of the file remains.
+    /// Blocks while it reads.
+    fn step(&mut self, keep_going: &dyn Fn() -> bool) -> Result<(Vec<Chunk>, bool), Error> {
+        let (number, skipped, mut closed) = (&mut self.number, &mut self.skipped, Vec::new());
+        let (skip, cutter) = (&self.skip, &mut self.cutter);
+        let more = self.survey.next_block(
+            keep_going,
+            &mut self.problems,
+            &mut |position, json, size| {
+                *number += 1;
+                match skip(*number - 1) {
+                    Some(settled) => skipped[usize::from(!settled)] += 1,
+                    None => closed.extend(cutter.push(*number - 1, position, json, size)),
+                }
+            },
+        )?;
+        if !more {
+            closed.extend(cutter.finish());
+        }
+        Ok((closed, more))
     }
 }
 
-/// Notes what became of a part, in the file's progress and the run's summary.
-fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged: &mut Logged) {
-    let Part {
-        chunk,
-        start,
-        len,
-        first,
-        outcome,
-    } = part;
+/// Notes what became of a chunk, in the file's progress and the run's summary.
+fn record(
+    chunk: &Chunk,
+    outcome: ChunkOutcome,
+    progress: &mut FileProgress,
+    summary: &mut Summary,
+    logged: &mut Logged,
+) {
+    let (index, first, len) = (chunk.index, chunk.first_position(), chunk.len());
     let (reason, what_to_change) = match outcome {
         ChunkOutcome::Stored {
             inserted,
@@ -497,15 +463,15 @@ fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged
             summary.inserted += inserted;
             summary.already_present += unchanged;
             summary.conflicts += conflicts.len() as u64;
-            progress.settle(start, len);
+            progress.settle(chunk.start, len);
             if !conflicts.is_empty() {
-                logged.line(|| tracing::warn!(chunk, ids = ?conflicts, "orders already stored with different content were left unchanged"));
+                logged.line(|| tracing::warn!(chunk = index, ids = ?conflicts, "orders already stored with different content were left unchanged"));
             }
             return;
         }
         ChunkOutcome::RetryLater { reason } => {
             summary.deferred += len as u64;
-            logged.line(|| tracing::warn!(chunk, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run"));
+            logged.line(|| tracing::warn!(chunk = index, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run"));
             return;
         }
         ChunkOutcome::CannotSend {
@@ -516,17 +482,10 @@ fn record(part: Part, progress: &mut FileProgress, summary: &mut Summary, logged
         ChunkOutcome::TooLarge { reason, .. } => (reason, SAME_VERSION.to_owned()),
     };
     summary.unsendable += len as u64;
-    let span = progress.set_aside(SetAside::new(
-        chunk,
-        start,
-        len,
-        first,
-        reason,
-        what_to_change,
-    ));
+    let span = progress.set_aside(SetAside::new(chunk, reason, what_to_change));
     logged.line(|| {
         tracing::error!(
-            chunk,
+            chunk = index,
             first,
             orders = len,
             reason = %span.reason,

@@ -98,14 +98,6 @@ impl OrdersSource {
         }
     }
 
-    /// Puts `input` back at its start, for another pass.
-    pub fn rewind(&self, input: &mut dyn Input) -> Result<(), Error> {
-        input
-            .seek(SeekFrom::Start(0))
-            .map(drop)
-            .map_err(|e| self.io_error(e))
-    }
-
     /// The SHA-256 of everything `input` holds from where it is, read in blocks without
     /// parsing; `input` is rewound after. `keep_going` is asked before each block:
     /// `false` stops with [`Error::Stopped`].
@@ -125,7 +117,9 @@ impl OrdersSource {
                 n => hasher.update(&block[..n]),
             }
         }
-        self.rewind(input)?;
+        input
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| self.io_error(e))?;
         Ok(hasher.finalize().into())
     }
 }

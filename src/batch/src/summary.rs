@@ -38,19 +38,6 @@ impl Outcome {
     }
 }
 
-/// How a run stopped, before its outcome is decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
-    /// Every order was dealt with, or left for the next run.
-    Finished,
-    /// The file is done: skipped.
-    Unchanged,
-    /// The run was cancelled.
-    Cancelled,
-    /// The file could not be used, for this reason.
-    Failed(String),
-}
-
 /// The figures of one run. Every order is counted once:
 /// `read = inserted + already_present + conflicts + rejected + duplicates + skipped +
 /// deferred + unsendable`.
@@ -110,21 +97,17 @@ impl Summary {
                 + self.unsendable
     }
 
-    /// Decides the outcome, and lists the spans set aside.
-    pub fn end(&mut self, ended: Ended, set_aside: &[SetAside]) {
+    /// Takes how the run ended (a finished run as [`Outcome::Completed`], which becomes
+    /// [`Outcome::Partial`] when some orders are not stored as the file has them), and
+    /// lists the spans set aside.
+    pub fn end(&mut self, outcome: Outcome, set_aside: &[SetAside]) {
         let listed = set_aside.len().min(MAX_LISTED);
         self.unsendable_chunks = set_aside[..listed].to_vec();
         self.unsendable_chunks_not_listed = (set_aside.len() - listed) as u64;
         let clean = self.rejected + self.conflicts + self.deferred + self.unsendable == 0;
-        self.outcome = match ended {
-            Ended::Cancelled => Outcome::Cancelled,
-            Ended::Failed(error) => {
-                self.error = Some(error);
-                Outcome::Failed
-            }
-            Ended::Unchanged => Outcome::Unchanged,
-            Ended::Finished if clean => Outcome::Completed,
-            Ended::Finished => Outcome::Partial,
+        self.outcome = match outcome {
+            Outcome::Completed if !clean => Outcome::Partial,
+            outcome => outcome,
         };
     }
 
@@ -221,18 +204,19 @@ mod tests {
             duplicates: 1,
             ..Summary::default()
         };
-        assert_eq!(ended(stored.clone(), Ended::Finished), Outcome::Completed);
+        assert_eq!(
+            ended(stored.clone(), Outcome::Completed),
+            Outcome::Completed
+        );
         let rejected = Summary {
             rejected: 1,
             ..stored.clone()
         };
-        assert_eq!(ended(rejected, Ended::Finished), Outcome::Partial);
-        assert_eq!(ended(stored.clone(), Ended::Cancelled), Outcome::Cancelled);
-        let mut failed = stored;
-        failed.end(Ended::Failed("broken".into()), &[]);
         assert_eq!(
-            (failed.outcome, failed.error.as_deref()),
-            (Outcome::Failed, Some("broken"))
+            ended(rejected.clone(), Outcome::Completed),
+            Outcome::Partial
         );
+        assert_eq!(ended(rejected, Outcome::Cancelled), Outcome::Cancelled);
+        assert_eq!(ended(stored, Outcome::Failed), Outcome::Failed);
     }
 }

@@ -4,7 +4,7 @@
 //! say the same (same customer, same price value) are one order, sent once, and the others
 //! are counted as `duplicates`; copies that differ, or where any copy is invalid, cannot all
 //! be right, so every copy is rejected and none is stored. The second pass
-//! ([`Survey::next_orders`]) reads the file again, a block per step, and hands out the
+//! ([`Survey::next_block`]) reads the file again, a block per step, and hands out the
 //! orders to send in file order as the file writes them, each checked against the first
 //! pass by a hash of its bytes ([`Error::Changed`] when the file was written to in between).
 //! Between the passes memory holds 12 bytes an order: that hash and the order's size.
@@ -88,12 +88,9 @@ pub struct Survey {
     /// For each position, the order's share of the binding's `params` ([`NOT_SENT`]: invalid).
     params: Vec<u32>,
     repeats: Repeats,
-    /// The handle, for the second pass.
-    input: Option<Box<dyn Input>>,
-    /// The second pass, once it has begun.
-    second: Option<Elements>,
+    /// The reader, rewound for the second pass.
+    elements: Elements,
     path: PathBuf,
-    blocks: BlockLimits,
 }
 
 /// Reads the file at `input` (about `bytes` bytes) once, validating every order and noting
@@ -157,9 +154,10 @@ pub fn survey(
             repeated_valid += copies.iter().filter(|k| k.1 != INVALID).count() as u64;
         }
     }
-    let read = elements.count();
+    let (read, digest) = (elements.count(), elements.digest());
+    elements.rewind()?;
     Ok(Survey {
-        digest: elements.digest(),
+        digest,
         read,
         rejected: invalid + repeated_valid,
         duplicates,
@@ -167,10 +165,8 @@ pub fn survey(
         hashes,
         params,
         repeats,
-        input: Some(elements.into_input()),
-        second: None,
+        elements,
         path: source.path().to_owned(),
-        blocks,
     })
 }
 
@@ -182,13 +178,14 @@ fn content_hash(order: &Order) -> u64 {
 }
 
 impl Survey {
-    /// Hands `each` the next orders to send, in file order: each one's position, JSON (as
-    /// the file writes it) and size; `false` once there are no more. Each call reads the
-    /// next block of the file through the same handle; every order must be what the first
-    /// pass saw. Every copy of an id given with different contents is noted in `problems`.
-    pub fn next_orders(
+    /// Reads the next block of the second pass, through the same handle, and hands `each`
+    /// the orders to send it holds, in file order: each one's position, JSON (as the file
+    /// writes it) and size; `false` once the file is read. Every order must be what the
+    /// first pass saw ([`Error::Changed`]). Every copy of an id given with different
+    /// contents is noted in `problems`. `keep_going` is asked first: `false` stops with
+    /// [`Error::Stopped`].
+    pub fn next_block(
         &mut self,
-        source: &OrdersSource,
         keep_going: &dyn Fn() -> bool,
         problems: &mut Problems,
         each: &mut dyn FnMut(u64, &[u8], Size),
@@ -196,17 +193,8 @@ impl Survey {
         if !keep_going() {
             return Err(Error::Stopped);
         }
-        let mut elements = match self.second.take() {
-            Some(elements) => elements,
-            None => {
-                let mut input = self.input.take().ok_or(Error::Stopped)?;
-                source.rewind(&mut *input)?;
-                Elements::new(input, self.path.clone(), self.blocks, false)
-            }
-        };
-        let changed = || Error::Changed(self.path.clone());
         let mut as_before = true;
-        let more = elements
+        let more = (self.elements)
             .next_block(|position, json| {
                 let at = position as usize;
                 as_before &= self.hashes.get(at) == Some(&HASHER.hash_one(json));
@@ -220,11 +208,10 @@ impl Survey {
                 }
                 as_before
             })
-            .map_err(|_| changed())?;
-        if !as_before || (!more && elements.count() != self.read) {
-            return Err(changed());
+            .map_err(|_| Error::Changed(self.path.clone()))?;
+        if !as_before || (!more && self.elements.count() != self.read) {
+            return Err(Error::Changed(self.path.clone()));
         }
-        self.second = more.then_some(elements);
         Ok(more)
     }
 }
@@ -301,7 +288,7 @@ mod tests {
             sent.push((position, order["orderid"].as_i64().unwrap()));
         };
         while survey
-            .next_orders(&source, &|| true, &mut problems, &mut each)
+            .next_block(&|| true, &mut problems, &mut each)
             .unwrap()
         {}
         let mut found: Vec<(usize, String)> = problems
@@ -350,7 +337,7 @@ mod tests {
         let mut survey = survey(&source, input, 0, limits, &|| true, &mut problems).unwrap();
         std::fs::write(&path, one.replace("\"A\"", "\"B\"")).unwrap();
         let mut sent = 0;
-        let result = survey.next_orders(&source, &|| true, &mut problems, &mut |_, _, _| sent += 1);
+        let result = survey.next_block(&|| true, &mut problems, &mut |_, _, _| sent += 1);
         assert!(matches!(result, Err(Error::Changed(_))), "{result:?}");
         assert_eq!(sent, 0, "nothing of the changed file is handed out");
     }
