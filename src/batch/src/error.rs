@@ -12,37 +12,22 @@ use common::wire::ErrorBody;
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file cannot be opened or read.
-    #[error("cannot read {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the system said.
-        source: io::Error,
-    },
+    /// The file cannot be opened or read: the file, and what the system said.
+    #[error("cannot read {path}: {1}", path = .0.display())]
+    Io(PathBuf, #[source] io::Error),
     /// The file is empty.
-    #[error("{0} is empty")]
+    #[error("{} is empty", .0.display())]
     Empty(PathBuf),
-    /// The file is not `{"orders":[...]}` in valid JSON.
-    #[error("{path} is not a valid orders file: {message}")]
-    Malformed {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and where (line and column).
-        message: String,
-    },
-    /// One of the file's orders is larger than [`crate::source::MAX_ORDER_BYTES`].
-    #[error("{path}: the order at index {index} is larger than {limit} bytes")]
-    OrderTooLarge {
-        /// The file.
-        path: PathBuf,
-        /// Position of the order, from 0.
-        index: u64,
-        /// The limit in bytes.
-        limit: usize,
-    },
+    /// The file is not `{"orders":[...]}` in valid JSON: the file, and what is wrong and
+    /// where (line and column).
+    #[error("{path} is not a valid orders file: {1}", path = .0.display())]
+    Malformed(PathBuf, String),
+    /// One of the file's orders is larger than [`crate::source::MAX_ORDER_BYTES`]: the
+    /// file, the order's position from 0, and the limit in bytes.
+    #[error("{path}: the order at index {1} is larger than {2} bytes", path = .0.display())]
+    OrderTooLarge(PathBuf, u64, usize),
     /// The file changed between the two passes of a run (written to in place).
-    #[error("{0} changed while it was being read; the next run reads it again")]
+    #[error("{} changed while it was being read; the next run reads it again", .0.display())]
     Changed(PathBuf),
     /// The run was cancelled while the file was being read.
     #[error("reading stopped: the run was cancelled")]

@@ -211,25 +211,15 @@ impl Elements {
                 r#"the file must be {"orders": [...]} with the key written plainly"#.to_owned()
             }
         };
-        Error::Malformed {
-            path: self.path.clone(),
-            message,
-        }
+        Error::Malformed(self.path.clone(), message)
     }
 
     fn too_large(&self) -> Error {
-        Error::OrderTooLarge {
-            path: self.path.clone(),
-            index: self.count,
-            limit: self.limits.max_element,
-        }
+        Error::OrderTooLarge(self.path.clone(), self.count, self.limits.max_element)
     }
 
     fn io_error(&self, source: std::io::Error) -> Error {
-        Error::Io {
-            path: self.path.clone(),
-            source,
-        }
+        Error::Io(self.path.clone(), source)
     }
 }
 

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cut::Chunk;
-use crate::source::{Digest, Stamp};
+use crate::source::Digest;
 
 /// The pause before orders that could not be stored are tried again the first time: one
 /// tick of the default cron, so that a refusal that only looked permanent costs little.
@@ -82,8 +82,6 @@ impl SetAside {
 pub struct FileProgress {
     /// The file's digest.
     pub digest: Digest,
-    /// Its stamp when it was last read.
-    pub stamp: Stamp,
     /// How many orders it holds.
     pub read: u64,
     /// Whether its problems were logged (once per file).
@@ -95,10 +93,9 @@ pub struct FileProgress {
 
 impl FileProgress {
     /// A file nothing is known of yet, with `sendable` orders to send.
-    pub fn new(digest: Digest, stamp: Stamp, read: u64, sendable: usize) -> Self {
+    pub fn new(digest: Digest, read: u64, sendable: usize) -> Self {
         Self {
             digest,
-            stamp,
             read,
             problems_logged: false,
             settled: vec![false; sendable],
@@ -181,11 +178,7 @@ mod tests {
     use crate::cut::{Cutter, Limits};
 
     fn file(sendable: usize) -> FileProgress {
-        let stamp = Stamp {
-            bytes: 0,
-            modified: None,
-        };
-        FileProgress::new([0; 32], stamp, sendable as u64, sendable)
+        FileProgress::new([0; 32], sendable as u64, sendable)
     }
 
     /// Orders `start..start + len` set aside, as one chunk.

@@ -143,48 +143,40 @@ impl<S: OrderSink> Runner<S> {
         let shared = &self.0;
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
-        let done = (known.as_ref())
-            .filter(|p| p.done())
-            .map(|p| (p.digest, p.stamp));
+        let done = known.as_ref().filter(|p| p.done()).map(|p| p.digest);
         let (source, blocks, going) = (
             shared.source.clone(),
             shared.settings.read,
             keep_going.clone(),
         );
         let looked = crate::blocking(move || -> Result<_, Error> {
-            let (mut input, stamp) = source.open()?;
-            if let Some((digest, at)) = done
-                && at == stamp
+            let (mut input, bytes) = source.open()?;
+            if let Some(digest) = done
                 && source.digest(&mut *input, &going)? == digest
             {
-                return Ok((stamp, None));
+                return Ok(None);
             }
             let mut problems = Problems::default();
-            let survey = survey(&source, input, stamp.bytes, blocks, &going, &mut problems)?;
-            let same = done.is_some_and(|(digest, _)| digest == survey.digest);
-            Ok((stamp, (!same).then_some((survey, problems))))
+            let survey = survey(&source, input, bytes, blocks, &going, &mut problems)?;
+            Ok(Some((survey, problems)))
         });
-        let (stamp, survey, problems) = match looked.await.and_then(|looked| looked) {
+        let (survey, problems) = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(error, summary, deadline),
-            Ok((stamp, None)) => {
-                if let Some(progress) = known.as_mut() {
-                    progress.stamp = stamp;
-                    (summary.read, summary.skipped) = (progress.read, progress.read);
-                }
+            Ok(None) => {
+                let read = known.as_ref().map_or(0, |progress| progress.read);
+                (summary.read, summary.skipped) = (read, read);
                 return Outcome::Unchanged;
             }
-            Ok((stamp, Some((survey, problems)))) => (stamp, survey, problems),
+            Ok(Some(looked)) => looked,
         };
         let progress = match known.take() {
             Some(progress) if progress.digest == survey.digest => known.insert(progress),
             _ => known.insert(FileProgress::new(
                 survey.digest,
-                stamp,
                 survey.read,
                 survey.sendable,
             )),
         };
-        progress.stamp = stamp;
         (summary.read, summary.rejected, summary.duplicates) =
             (survey.read, survey.rejected, survey.duplicates);
         let sendable = survey.sendable as u64;

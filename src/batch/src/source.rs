@@ -1,14 +1,12 @@
 //! Where the orders come from: the bundled `orders.json` or a file, opened once per run and
 //! read through that one handle, rewound between passes, so a file replaced meanwhile
-//! cannot mix into the run. A file's size and time of change ([`Stamp`]) hint whether it
-//! changed; its SHA-256 ([`Digest`]) decides. Reading is blocking work, done on a blocking
+//! cannot mix into the run. Its SHA-256 ([`Digest`]) says whether it changed. Reading is blocking work, done on a blocking
 //! thread.
 
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use sha2::{Digest as _, Sha256};
 
@@ -50,34 +48,15 @@ impl fmt::Display for OrdersSource {
     }
 }
 
-/// A file's size and time of last change, as the open handle sees them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    /// Its size in bytes.
-    pub bytes: u64,
-    /// When it was last written, where the file system says.
-    pub modified: Option<SystemTime>,
-}
-
 impl OrdersSource {
-    /// Opens the source from its start, with its stamp.
-    pub fn open(&self) -> Result<(Box<dyn Input>, Stamp), Error> {
+    /// Opens the source from its start, with its size in bytes.
+    pub fn open(&self) -> Result<(Box<dyn Input>, u64), Error> {
         match self {
-            Self::Bundled => Ok((
-                Box::new(Cursor::new(BUNDLED)),
-                Stamp {
-                    bytes: BUNDLED.len() as u64,
-                    modified: None,
-                },
-            )),
+            Self::Bundled => Ok((Box::new(Cursor::new(BUNDLED)), BUNDLED.len() as u64)),
             Self::File(path) => {
                 let file = File::open(path).map_err(|e| self.io_error(e))?;
-                let metadata = file.metadata().map_err(|e| self.io_error(e))?;
-                let stamp = Stamp {
-                    bytes: metadata.len(),
-                    modified: metadata.modified().ok(),
-                };
-                Ok((Box::new(file), stamp))
+                let bytes = file.metadata().map_err(|e| self.io_error(e))?.len();
+                Ok((Box::new(file), bytes))
             }
         }
     }
@@ -92,10 +71,7 @@ impl OrdersSource {
 
     /// An I/O failure while reading this source.
     pub fn io_error(&self, source: io::Error) -> Error {
-        Error::Io {
-            path: self.path().to_owned(),
-            source,
-        }
+        Error::Io(self.path().to_owned(), source)
     }
 
     /// The SHA-256 of everything `input` holds from where it is, read in blocks without
@@ -144,8 +120,8 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(content).unwrap();
         let source = OrdersSource::File(file.path().to_owned());
-        let (mut input, stamp) = source.open().unwrap();
-        assert_eq!(stamp.bytes, content.len() as u64);
+        let (mut input, bytes) = source.open().unwrap();
+        assert_eq!(bytes, content.len() as u64);
         source.digest(&mut input, &|| true).unwrap()
     }
 
