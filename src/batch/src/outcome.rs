@@ -44,12 +44,14 @@ pub enum ChunkOutcome {
         /// Ids already stored with other content, left as they were.
         conflicts: Vec<i64>,
     },
-    /// Refused as too large: the halves may pass.
+    /// Refused as too large: the halves of a chunk may pass; one order is set aside.
     TooLarge {
         /// Which limit.
         limit: Limit,
         /// What the answer said.
         reason: String,
+        /// The setting to change when even one order is refused.
+        what_to_change: String,
     },
     /// A failure that may pass: tried again, then left for the next run.
     RetryLater {
@@ -83,7 +85,7 @@ impl ChunkOutcome {
 /// | --- | --- |
 /// | 2xx with counts that add up | [`ChunkOutcome::Stored`] |
 /// | 2xx whose JSON is cut short (daprd has sent the status when the copy fails) | [`ChunkOutcome::RetryLater`] |
-/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding`; daprd's 500 `ERR_DIRECT_INVOKE` over the message limit | [`ChunkOutcome::TooLarge`]: split in halves; for one order, [`ChunkOutcome::CannotSend`] |
+/// | 400 `too_many_orders`; 413 `body_too_large`, `too_large_for_binding`; daprd's 500 `ERR_DIRECT_INVOKE` over the message limit | [`ChunkOutcome::TooLarge`]: split in halves; one order set aside |
 /// | 500 `database_refused` (a SQLSTATE that does not pass by itself), 500 `binding_forbidden`, 422 (order-processor judges orders otherwise: another release), any other 4xx, a 2xx body that cannot be read | [`ChunkOutcome::CannotSend`] |
 /// | 408, 429, any other 5xx, no answer | [`ChunkOutcome::RetryLater`] |
 pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
@@ -100,23 +102,19 @@ pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
     }
     let (who, code, message) = refusal(&body);
     let reason = format!("{who} answered {status}: {message}");
-    let too_large = |limit| match (orders, limit) {
-        (2.., _) => ChunkOutcome::TooLarge {
-            limit,
-            reason: reason.clone(),
-        },
-        (_, Limit::Orders) => cannot_send(
-            reason.clone(),
-            "order-processor refuses even one order per request: check its MAX_ORDERS_PER_REQUEST",
-        ),
-        (_, Limit::Bytes) => cannot_send(
-            reason.clone(),
-            &format!(
+    let too_large = |limit| ChunkOutcome::TooLarge {
+        limit,
+        reason: reason.clone(),
+        what_to_change: match limit {
+            Limit::Orders => "order-processor refuses even one order per request: check its \
+                              MAX_ORDERS_PER_REQUEST"
+                .to_owned(),
+            Limit::Bytes => format!(
                 "raise the request body limits of the sidecars and order-processor to at least \
                  {} bytes, what the largest valid order takes",
                 largest_order().largest()
             ),
-        ),
+        },
     };
     match (status.as_u16(), code.as_str()) {
         (400, "too_many_orders") => too_large(Limit::Orders),
@@ -305,7 +303,7 @@ mod tests {
     fn too_many_orders_and_too_large_bodies_are_split_never_set_aside() {
         assert!(matches!(
             answer(400, &ours("too_many_orders", "at most 2 are accepted at once")),
-            ChunkOutcome::TooLarge { limit: Limit::Orders, reason } if reason.contains("at most 2")
+            ChunkOutcome::TooLarge { limit: Limit::Orders, reason, .. } if reason.contains("at most 2")
         ));
         for code in ["body_too_large", "too_large_for_binding"] {
             assert!(matches!(
@@ -352,7 +350,7 @@ mod tests {
             ),
         ];
         for (status, body, setting) in refusals {
-            let ChunkOutcome::CannotSend { what_to_change, .. } = one(status, &body) else {
+            let ChunkOutcome::TooLarge { what_to_change, .. } = one(status, &body) else {
                 panic!("{status} {body}: not set aside");
             };
             assert!(what_to_change.contains(setting), "{what_to_change}");

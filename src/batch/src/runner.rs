@@ -25,12 +25,12 @@ use tracing::field::Empty;
 use crate::config::Settings;
 use crate::cut::{Chunk, Cutter, Limit, Limits};
 use crate::error::Error;
-use crate::outcome::{ChunkOutcome, SAME_VERSION};
+use crate::outcome::ChunkOutcome;
 use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Outcome, Summary};
-use crate::survey::{MAX_LISTED, Problems, Survey, survey};
+use crate::survey::{MAX_LISTED, Survey, survey};
 
 /// Failures in a row, with nothing stored in between, after which order-processor looks
 /// down: the orders not sent yet wait for the next run instead of each spending the whole
@@ -156,18 +156,16 @@ impl<S: OrderSink> Runner<S> {
             {
                 return Ok(None);
             }
-            let mut problems = Problems::default();
-            let survey = survey(&source, input, bytes, blocks, &going, &mut problems)?;
-            Ok(Some((survey, problems)))
+            survey(&source, input, bytes, blocks, &going).map(Some)
         });
-        let (survey, problems) = match looked.await.and_then(|looked| looked) {
+        let survey = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(error, summary, deadline),
             Ok(None) => {
                 let read = known.as_ref().map_or(0, |progress| progress.read);
                 (summary.read, summary.skipped) = (read, read);
                 return Outcome::Unchanged;
             }
-            Ok(Some(looked)) => looked,
+            Ok(Some(survey)) => survey,
         };
         let progress = match known.take() {
             Some(progress) if progress.digest == survey.digest => known.insert(progress),
@@ -186,7 +184,6 @@ impl<S: OrderSink> Runner<S> {
             cutter: Cutter::new(Arc::clone(&shared.limits)),
             number: 0,
             skipped: [0; 2],
-            problems,
         };
         let (finished, feed, read) = self
             .send_all(feed, keep_going, progress, summary, deadline)
@@ -199,7 +196,7 @@ impl<S: OrderSink> Runner<S> {
         if let Some(feed) = feed
             && !progress.problems_logged
         {
-            feed.problems.log();
+            feed.survey.problems.log();
             progress.problems_logged = true;
         }
         match read {
@@ -235,7 +232,7 @@ impl<S: OrderSink> Runner<S> {
         summary: &mut Summary,
         deadline: Instant,
     ) -> (u64, Option<Feed>, Result<(), Error>) {
-        let (failures, mut logged) = (AtomicU32::new(0), Logged::default());
+        let (failures, mut logged) = (AtomicU32::new(0), 0);
         let (mut in_flight, mut ready) = (FuturesUnordered::new(), VecDeque::new());
         let (mut feed, mut reading, mut read) = (Some(feed), None, Ok(true));
         let (mut open, mut finished) = (true, 0);
@@ -279,7 +276,9 @@ impl<S: OrderSink> Runner<S> {
                 }
             }
         }
-        logged.finish();
+        if let Some(more) = logged.checked_sub(MAX_LISTED).filter(|more| *more > 0) {
+            tracing::warn!(more, "further problems of this run were not logged");
+        }
         // A block being read when the run stopped: its chunks are never sent.
         if let Some(reading) = reading
             && let Ok((_, next)) = reading.await
@@ -313,7 +312,7 @@ impl<S: OrderSink> Runner<S> {
                 }
                 let outcome = self.submit(&chunk).await;
                 match &outcome {
-                    ChunkOutcome::TooLarge { limit, reason } if chunk.len() > 1 => {
+                    ChunkOutcome::TooLarge { limit, reason, .. } if chunk.len() > 1 => {
                         self.lower(&chunk, *limit, reason);
                         work.extend(chunk.split());
                         continue;
@@ -410,43 +409,41 @@ struct Feed {
     number: usize,
     /// Orders settled by an earlier run, and set aside and waiting.
     skipped: [u64; 2],
-    problems: Problems,
 }
 
 impl Feed {
     /// Reads the next block: the chunks it closed, and whether more of the file remains.
     /// Blocks while it reads.
     fn step(&mut self, keep_going: &dyn Fn() -> bool) -> Result<(Vec<Chunk>, bool), Error> {
-        let (number, skipped, mut closed) = (&mut self.number, &mut self.skipped, Vec::new());
-        let (skip, cutter) = (&self.skip, &mut self.cutter);
-        let more = self.survey.next_block(
-            keep_going,
-            &mut self.problems,
-            &mut |position, json, size| {
-                *number += 1;
-                match skip(*number - 1) {
-                    Some(settled) => skipped[usize::from(!settled)] += 1,
-                    None => closed.extend(cutter.push(*number - 1, position, json, size)),
+        let mut closed = Vec::new();
+        let more = self
+            .survey
+            .next_block(keep_going, &mut |position, json, size| {
+                self.number += 1;
+                match (self.skip)(self.number - 1) {
+                    Some(settled) => self.skipped[usize::from(!settled)] += 1,
+                    None => closed.extend(self.cutter.push(self.number - 1, position, json, size)),
                 }
-            },
-        )?;
+            })?;
         if !more {
-            closed.extend(cutter.finish());
+            closed.extend(self.cutter.finish());
         }
         Ok((closed, more))
     }
 }
 
-/// Notes what became of a chunk, in the file's progress and the run's summary.
+/// Notes what became of a chunk, in the file's progress and the run's summary, and logs
+/// it unless the run has logged [`MAX_LISTED`] lines about sending (`logged` counts them).
 fn record(
     chunk: &Chunk,
     outcome: ChunkOutcome,
     progress: &mut FileProgress,
     summary: &mut Summary,
-    logged: &mut Logged,
+    logged: &mut usize,
 ) {
     let (index, first, len) = (chunk.index, chunk.first_position(), chunk.len());
-    let (reason, what_to_change) = match outcome {
+    let loud = *logged < MAX_LISTED;
+    match outcome {
         ChunkOutcome::Stored {
             inserted,
             unchanged,
@@ -456,61 +453,42 @@ fn record(
             summary.already_present += unchanged;
             summary.conflicts += conflicts.len() as u64;
             progress.settle(chunk.start, len);
-            if !conflicts.is_empty() {
-                logged.line(|| tracing::warn!(chunk = index, ids = ?conflicts, "orders already stored with different content were left unchanged"));
+            if conflicts.is_empty() {
+                return;
+            } else if loud {
+                tracing::warn!(chunk = index, ids = ?conflicts, "orders already stored with different content were left unchanged");
             }
-            return;
         }
         ChunkOutcome::RetryLater { reason } => {
             summary.deferred += len as u64;
-            logged.line(|| tracing::warn!(chunk = index, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run"));
-            return;
+            if loud {
+                tracing::warn!(chunk = index, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run");
+            }
         }
+        // A chunk of several orders refused as too large was split: this is one order.
         ChunkOutcome::CannotSend {
             reason,
             what_to_change,
-        } => (reason, what_to_change),
-        // A chunk of several orders refused as too large is split, never recorded.
-        ChunkOutcome::TooLarge { reason, .. } => (reason, SAME_VERSION.to_owned()),
-    };
-    summary.unsendable += len as u64;
-    let span = progress.set_aside(SetAside::new(chunk, reason, what_to_change));
-    logged.line(|| {
-        tracing::error!(
-            chunk = index,
-            first,
-            orders = len,
-            reason = %span.reason,
-            what_to_change = %span.what_to_change,
-            attempts = span.attempts,
-            "orders cannot be stored; they are set aside and tried again later"
-        );
-    });
-}
-
-/// At most [`MAX_LISTED`] lines about sending per run; the rest are counted.
-#[derive(Default)]
-struct Logged {
-    lines: usize,
-    more: usize,
-}
-
-impl Logged {
-    fn line(&mut self, log: impl FnOnce()) {
-        if self.lines < MAX_LISTED {
-            log();
-            self.lines += 1;
-        } else {
-            self.more += 1;
+        }
+        | ChunkOutcome::TooLarge {
+            reason,
+            what_to_change,
+            ..
+        } => {
+            summary.unsendable += len as u64;
+            let span = progress.set_aside(SetAside::new(chunk, reason, what_to_change));
+            if loud {
+                tracing::error!(
+                    chunk = index,
+                    first,
+                    orders = len,
+                    reason = %span.reason,
+                    what_to_change = %span.what_to_change,
+                    attempts = span.attempts,
+                    "orders cannot be stored; they are set aside and tried again later"
+                );
+            }
         }
     }
-
-    fn finish(&self) {
-        if self.more > 0 {
-            tracing::warn!(
-                more = self.more,
-                "further problems of this run were not logged"
-            );
-        }
-    }
+    *logged += 1;
 }

@@ -91,10 +91,12 @@ pub struct Survey {
     /// The reader, rewound for the second pass.
     elements: Elements,
     path: PathBuf,
+    /// The problems of its orders.
+    pub problems: Problems,
 }
 
 /// Reads the file at `input` (about `bytes` bytes) once, validating every order and noting
-/// its problems in `problems`. `keep_going` is asked before each block: `false` stops with
+/// its problems. `keep_going` is asked before each block: `false` stops with
 /// [`Error::Stopped`].
 pub fn survey(
     source: &OrdersSource,
@@ -102,9 +104,9 @@ pub fn survey(
     bytes: u64,
     blocks: BlockLimits,
     keep_going: &dyn Fn() -> bool,
-    problems: &mut Problems,
 ) -> Result<Survey, Error> {
     let mut elements = Elements::new(input, source.path().to_owned(), blocks, true);
+    let mut problems = Problems::default();
     // Room as large as the file can need (an order takes at least 38 bytes), made before
     // it is filled: growing it would copy it, and memory not written to takes none.
     let most = (usize::try_from(bytes).unwrap_or(usize::MAX) / 38 + 1).min(1 << 22);
@@ -167,6 +169,7 @@ pub fn survey(
         repeats,
         elements,
         path: source.path().to_owned(),
+        problems,
     })
 }
 
@@ -182,12 +185,11 @@ impl Survey {
     /// the orders to send it holds, in file order: each one's position, JSON (as the file
     /// writes it) and size; `false` once the file is read. Every order must be what the
     /// first pass saw ([`Error::Changed`]). Every copy of an id given with different
-    /// contents is noted in `problems`. `keep_going` is asked first: `false` stops with
+    /// contents is noted in its problems. `keep_going` is asked first: `false` stops with
     /// [`Error::Stopped`].
     pub fn next_block(
         &mut self,
         keep_going: &dyn Fn() -> bool,
-        problems: &mut Problems,
         each: &mut dyn FnMut(u64, &[u8], Size),
     ) -> Result<bool, Error> {
         if !keep_going() {
@@ -199,7 +201,10 @@ impl Survey {
                 let at = position as usize;
                 as_before &= self.hashes.get(at) == Some(&HASHER.hash_one(json));
                 let params = self.params.get(at).copied().unwrap_or(NOT_SENT);
-                if as_before && params != NOT_SENT && self.repeats.sends(position, json, problems) {
+                if as_before
+                    && params != NOT_SENT
+                    && self.repeats.sends(position, json, &mut self.problems)
+                {
                     let size = Size {
                         body: json.len(),
                         params: params as usize,
@@ -266,16 +271,7 @@ mod tests {
         };
         let input: Box<dyn Input> = Box::new(Cursor::new(content.clone().into_bytes()));
         let source = OrdersSource::Bundled;
-        let mut problems = Problems::default();
-        let survey = survey(
-            &source,
-            input,
-            content.len() as u64,
-            limits,
-            &|| true,
-            &mut problems,
-        )
-        .unwrap();
+        let survey = survey(&source, input, content.len() as u64, limits, &|| true).unwrap();
         let counts = [
             survey.read,
             survey.rejected,
@@ -287,11 +283,8 @@ mod tests {
             let order: serde_json::Value = serde_json::from_slice(json).unwrap();
             sent.push((position, order["orderid"].as_i64().unwrap()));
         };
-        while survey
-            .next_block(&|| true, &mut problems, &mut each)
-            .unwrap()
-        {}
-        let mut found: Vec<(usize, String)> = problems
+        while survey.next_block(&|| true, &mut each).unwrap() {}
+        let mut found: Vec<(usize, String)> = (survey.problems)
             .listed
             .into_iter()
             .map(|e| (e.index, e.reason))
@@ -332,12 +325,11 @@ mod tests {
         std::fs::write(&path, one).unwrap();
         let source = OrdersSource::File(path.clone());
         let (input, _) = source.open().unwrap();
-        let mut problems = Problems::default();
         let limits = BlockLimits::default();
-        let mut survey = survey(&source, input, 0, limits, &|| true, &mut problems).unwrap();
+        let mut survey = survey(&source, input, 0, limits, &|| true).unwrap();
         std::fs::write(&path, one.replace("\"A\"", "\"B\"")).unwrap();
         let mut sent = 0;
-        let result = survey.next_block(&|| true, &mut problems, &mut |_, _, _| sent += 1);
+        let result = survey.next_block(&|| true, &mut |_, _, _| sent += 1);
         assert!(matches!(result, Err(Error::Changed(_))), "{result:?}");
         assert_eq!(sent, 0, "nothing of the changed file is handed out");
     }
