@@ -7,9 +7,8 @@
 //! ([`Survey::next_block`]) reads the file again, a block per step, and hands out the
 //! orders to send in file order as the file writes them, each checked against the first
 //! pass by a hash of its bytes ([`Error::Changed`] when the file was written to in between).
-//! Between the passes memory holds 12 bytes an order: that hash and the order's size.
+//! Between the passes memory holds 8 bytes an order: that hash and the order's size.
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 use std::path::PathBuf;
 
@@ -84,10 +83,9 @@ pub struct Survey {
     /// The orders to send.
     pub sendable: usize,
     /// For each position, a hash of the order's bytes.
-    hashes: Vec<u64>,
+    hashes: Vec<u32>,
     /// For each position, the order's share of the binding's `params` ([`NOT_SENT`]: invalid).
     params: Vec<u32>,
-    repeats: Repeats,
     /// The reader, rewound for the second pass.
     elements: Elements,
     path: PathBuf,
@@ -111,7 +109,8 @@ pub fn survey(
     // it is filled: growing it would copy it, and memory not written to takes none.
     let most = (usize::try_from(bytes).unwrap_or(usize::MAX) / 38 + 1).min(1 << 22);
     let (mut hashes, mut params) = (Vec::with_capacity(most), Vec::with_capacity(most));
-    let mut keys: Vec<(i64, u64)> = Vec::with_capacity(most);
+    // Each order's id, content hash and position, to find the ids given more than once.
+    let mut keys: Vec<(i64, u64, u32)> = Vec::with_capacity(most);
     let mut invalid = 0;
     loop {
         if !keep_going() {
@@ -121,21 +120,18 @@ pub fn survey(
             let Some(decoded) = decode_order(position as usize, json) else {
                 return false;
             };
-            hashes.push(HASHER.hash_one(json));
+            hashes.push(short_hash(json));
+            let at = u32::try_from(position).unwrap_or(u32::MAX);
             match decoded {
                 Ok(order) => {
-                    keys.push((order.orderid(), content_hash(&order)));
+                    keys.push((order.orderid(), content_hash(&order), at));
                     params.push(u32::try_from(Size::of(&order).params).unwrap_or(NOT_SENT - 1));
                 }
                 Err(errors) => {
                     params.push(NOT_SENT);
                     invalid += 1;
-                    keys.extend(
-                        errors
-                            .iter()
-                            .find_map(|e| e.orderid)
-                            .map(|id| (id, INVALID)),
-                    );
+                    let id = errors.iter().find_map(|e| e.orderid);
+                    keys.extend(id.map(|id| (id, INVALID, at)));
                     problems.note(errors);
                 }
             }
@@ -146,14 +142,24 @@ pub fn survey(
         }
     }
     keys.sort_unstable();
-    let (mut repeats, mut repeated_valid, mut duplicates) = (Repeats::default(), 0, 0);
+    let (mut repeated_valid, mut duplicates) = (0, 0);
     for copies in keys.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
-        if copies.iter().all(|k| k.1 == copies[0].1 && k.1 != INVALID) {
-            repeats.identical.insert(copies[0].0);
-            duplicates += copies.len() as u64 - 1;
-        } else {
-            repeats.differing.insert(copies[0].0);
-            repeated_valid += copies.iter().filter(|k| k.1 != INVALID).count() as u64;
+        // Copies that say the same are in file order: the first is sent.
+        let same = copies.iter().all(|k| k.1 == copies[0].1 && k.1 != INVALID);
+        for &(id, content, at) in &copies[usize::from(same)..] {
+            params[at as usize] = NOT_SENT;
+            if same {
+                duplicates += 1;
+            } else if content != INVALID {
+                repeated_valid += 1;
+                let index = at as usize;
+                problems.note(vec![OrderError::new(
+                    index,
+                    Some(id),
+                    "orderid",
+                    DIFFERING_COPIES,
+                )]);
+            }
         }
     }
     let (read, digest) = (elements.count(), elements.digest());
@@ -166,11 +172,15 @@ pub fn survey(
         sendable: usize::try_from(read - invalid - repeated_valid - duplicates).unwrap_or(0),
         hashes,
         params,
-        repeats,
         elements,
         path: source.path().to_owned(),
         problems,
     })
+}
+
+/// A hash of an order's bytes, to see that the second pass reads what the first did.
+fn short_hash(json: &[u8]) -> u32 {
+    HASHER.hash_one(json) as u32
 }
 
 /// A hash of what an order says besides its id; equal prices hash alike (1.5 and 1.50).
@@ -184,8 +194,7 @@ impl Survey {
     /// Reads the next block of the second pass, through the same handle, and hands `each`
     /// the orders to send it holds, in file order: each one's position, JSON (as the file
     /// writes it) and size; `false` once the file is read. Every order must be what the
-    /// first pass saw ([`Error::Changed`]). Every copy of an id given with different
-    /// contents is noted in its problems. `keep_going` is asked first: `false` stops with
+    /// first pass saw ([`Error::Changed`]). `keep_going` is asked first: `false` stops with
     /// [`Error::Stopped`].
     pub fn next_block(
         &mut self,
@@ -199,12 +208,9 @@ impl Survey {
         let more = (self.elements)
             .next_block(|position, json| {
                 let at = position as usize;
-                as_before &= self.hashes.get(at) == Some(&HASHER.hash_one(json));
+                as_before &= self.hashes.get(at) == Some(&short_hash(json));
                 let params = self.params.get(at).copied().unwrap_or(NOT_SENT);
-                if as_before
-                    && params != NOT_SENT
-                    && self.repeats.sends(position, json, &mut self.problems)
-                {
+                if as_before && params != NOT_SENT {
                     let size = Size {
                         body: json.len(),
                         params: params as usize,
@@ -218,37 +224,6 @@ impl Survey {
             return Err(Error::Changed(self.path.clone()));
         }
         Ok(more)
-    }
-}
-
-/// What the first pass found of repeated ids.
-#[derive(Debug, Default)]
-struct Repeats {
-    differing: HashSet<i64>,
-    identical: HashSet<i64>,
-    /// The ids given identically more than once whose first copy was handed out.
-    sent: HashSet<i64>,
-}
-
-impl Repeats {
-    /// Whether the valid order `json` is sent: not when its id's copies differ, and an order
-    /// given more than once the same way only the first time.
-    fn sends(&mut self, position: u64, json: &[u8], problems: &mut Problems) -> bool {
-        if self.differing.is_empty() && self.identical.is_empty() {
-            return true;
-        }
-        let index = usize::try_from(position).unwrap_or(usize::MAX);
-        let Some(Ok(order)) = decode_order(index, json) else {
-            return false;
-        };
-        let id = order.orderid();
-        if self.differing.contains(&id) {
-            let problem = OrderError::new(index, Some(id), "orderid", DIFFERING_COPIES);
-            problems.note(vec![problem]);
-            false
-        } else {
-            !self.identical.contains(&id) || self.sent.insert(id)
-        }
     }
 }
 
