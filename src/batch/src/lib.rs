@@ -26,8 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use common::dapr::{AppApiToken, Sidecar};
+use common::trace_context::caller;
 use serde_json::json;
-use tower_http::trace::TraceLayer;
 
 pub use config::{Config, MAX_CHUNK_SIZE, Settings};
 pub use error::Error;
@@ -107,7 +107,7 @@ impl App {
 /// when there is one) and the health checks.
 pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
     let guard = middleware::from_fn_with_state(state.app_api_token.clone(), AppApiToken::check);
-    Router::new()
+    let routes = Router::new()
         .route(&format!("/{cron_binding}"), post(trigger::<S, true>))
         .route("/runs", post(trigger::<S, false>))
         .route_layer(guard)
@@ -115,15 +115,8 @@ pub fn router<S: OrderSink>(state: AppState<S>, cron_binding: &str) -> Router {
             "/healthz",
             get(|| async { Json(json!({ "status": "alive" })) }),
         )
-        .route("/readyz", get(readyz::<S>))
-        // Failures are logged where they happen, with their cause.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(common::trace_context::http_span)
-                .on_response(common::trace_context::record_response)
-                .on_failure(()),
-        )
-        .with_state(state)
+        .route("/readyz", get(readyz::<S>));
+    common::trace_context::traced(routes).with_state(state)
 }
 
 /// A run: its summary; 500 when it ended abnormally. A tick of the cron binding (`CRON`)
@@ -133,12 +126,8 @@ async fn trigger<S: OrderSink, const CRON: bool>(
     State(state): State<AppState<S>>,
     headers: HeaderMap,
 ) -> Response {
-    let tick = common::trace_context::caller(&headers);
-    match state
-        .runner
-        .run(if CRON { "cron" } else { "manual" }, tick)
-        .await
-    {
+    let (trigger, tick) = (if CRON { "cron" } else { "manual" }, caller(&headers));
+    match state.runner.run(trigger, tick).await {
         Ok(summary) => Json(summary).into_response(),
         Err(Error::RunInProgress) if CRON => {
             Json(json!({ "skipped": "a run is in progress" })).into_response()
@@ -147,19 +136,13 @@ async fn trigger<S: OrderSink, const CRON: bool>(
     }
 }
 
-async fn readyz<S: OrderSink>(
-    State(state): State<AppState<S>>,
-) -> (StatusCode, Json<serde_json::Value>) {
-    match state.sidecar.outbound_health().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "sidecar": "ok" }))),
-        Err(error) => {
-            tracing::warn!(%error, "not ready: sidecar");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "sidecar": "unavailable" })),
-            )
-        }
+async fn readyz<S: OrderSink>(State(state): State<AppState<S>>) -> impl IntoResponse {
+    if let Err(error) = state.sidecar.outbound_health().await {
+        tracing::warn!(%error, "not ready: sidecar");
+        let unavailable = Json(json!({ "sidecar": "unavailable" }));
+        return (StatusCode::SERVICE_UNAVAILABLE, unavailable);
     }
+    (StatusCode::OK, Json(json!({ "sidecar": "ok" })))
 }
 
 /// Starts blocking work (reading and judging the file, cutting chunks) on a blocking

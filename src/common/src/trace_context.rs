@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Request, Response};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tower_http::trace::TraceLayer;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -106,6 +107,17 @@ pub fn record_response<B>(response: &Response<B>, _latency: Duration, span: &Spa
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
+}
+
+/// `router` with a span for every request ([`http_span`]) that records its status
+/// ([`record_response`]). Failures are logged where they happen, with their cause, not here.
+pub fn traced<S: Clone + Send + Sync + 'static>(router: axum::Router<S>) -> axum::Router<S> {
+    router.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(http_span)
+            .on_response(record_response)
+            .on_failure(()),
+    )
 }
 
 #[cfg(test)]

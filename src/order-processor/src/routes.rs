@@ -12,7 +12,6 @@ use axum::{Json, Router};
 use common::dapr::AppApiToken;
 use common::order::{Order, WriteOutcome};
 use serde::Serialize;
-use tower_http::trace::TraceLayer;
 use tracing::Instrument;
 use tracing::field::Empty;
 
@@ -34,17 +33,11 @@ pub fn router<W: OrderWriter>(state: AppState<W>) -> Router {
             state.app_api_token.clone(),
             AppApiToken::check,
         ));
-    api.route("/healthz", get(healthz))
+    let routes = api
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz::<W>))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        // Failures are logged where they happen, with their cause.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(common::trace_context::http_span)
-                .on_response(common::trace_context::record_response)
-                .on_failure(()),
-        )
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    common::trace_context::traced(routes).with_state(state)
 }
 
 async fn create_orders<W: OrderWriter>(
