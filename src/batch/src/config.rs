@@ -120,20 +120,6 @@ impl Config {
             Some(path) => OrdersSource::File(PathBuf::from(path)),
             None => OrdersSource::Bundled,
         };
-        let route_name = |var: &str, default: &str| -> Result<String, ConfigError> {
-            let name = vars.text_or(var, default)?;
-            if name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            {
-                Ok(name)
-            } else {
-                Err(ConfigError::new(
-                    var,
-                    format!("may hold only letters, digits, '-' and '_', got {name:?}"),
-                ))
-            }
-        };
         Ok(Self {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
@@ -141,8 +127,8 @@ impl Config {
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
-            target_app_id: route_name("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
-            cron_binding: route_name("CRON_BINDING", DEFAULT_CRON_BINDING)?,
+            target_app_id: vars.name_or("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
+            cron_binding: vars.name_or("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: invoke_timeout(vars)?,
             settings: Settings {
                 chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,

@@ -227,6 +227,20 @@ impl Vars {
         Ok(self.optional(var)?.unwrap_or_else(|| default.to_owned()))
     }
 
+    /// A name that goes into a URL path (a Dapr app id or component name): letters, digits,
+    /// '-' and '_'; `default` when unset or empty.
+    pub fn name_or(&self, var: &str, default: &str) -> Result<String, ConfigError> {
+        let name = self.text_or(var, default)?;
+        if name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Ok(name);
+        }
+        let reason = format!("may hold only letters, digits, '-' and '_', got {name:?}");
+        Err(ConfigError::new(var, reason))
+    }
+
     /// The value of `var`; an error when unset or empty.
     pub fn required(&self, var: &str) -> Result<String, ConfigError> {
         self.optional(var)?
@@ -353,6 +367,16 @@ TOKEN | | a token, none when unset
                 "TOKEN is listed but not read"
             ]
         );
+    }
+
+    #[test]
+    fn a_name_for_a_url_path_is_refused_with_other_characters() {
+        let vars = Vars::from_pairs([("APP", "order/processor"), ("BINDING", "sql-db_2")]);
+        let error = vars.name_or("APP", "x").unwrap_err();
+        assert_eq!(error.var, "APP");
+        assert!(error.reason.contains("\"order/processor\""), "{error}");
+        assert_eq!(vars.name_or("BINDING", "x").unwrap(), "sql-db_2");
+        assert_eq!(vars.name_or("UNSET", "cron").unwrap(), "cron");
     }
 
     #[test]

@@ -141,7 +141,7 @@ impl Config {
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
-            binding_name: vars.text_or("SQLDB_BINDING", DEFAULT_SQLDB_BINDING)?,
+            binding_name: vars.name_or("SQLDB_BINDING", DEFAULT_SQLDB_BINDING)?,
             max_orders_per_request: vars.number_in("MAX_ORDERS_PER_REQUEST", 5000, 1..=10_000)?,
             binding_timeout: common::config::binding_timeout(vars)?,
         })
