@@ -1,21 +1,20 @@
 //! Runs, one at a time (a trigger that arrives during a run is answered at once and
 //! skipped), and the one way through a run: look at the file (one whose every order is
 //! settled is skipped once its digest says it is the same), read and judge it
-//! ([`crate::survey`]), then two sides joined by a channel of one chunk: a blocking thread
-//! reads the file again and cuts the orders to send into chunks ([`crate::cut`]), while
-//! the run sends up to `CHUNKS_IN_FLIGHT` of them at once ([`crate::send`]) and notes what
-//! became of each in the file's progress ([`crate::progress`]) and the run's summary
-//! ([`crate::summary`]). A run that passes `RUN_DEADLINE_SECS` stops and leaves the rest
+//! ([`crate::survey`]), then one stream: read the file again a block per blocking step,
+//! cut the orders to send into chunks ([`crate::cut`]), send up to `CHUNKS_IN_FLIGHT` of
+//! them at once ([`crate::send`]), and note what became of each in the file's progress
+//! ([`crate::progress`]) and the run's summary ([`crate::summary`]). A run that passes `RUN_DEADLINE_SECS` stops and leaves the rest
 //! for the next.
 
-use std::collections::VecDeque;
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use common::trace_context::Link;
 use common::wire::largest_order;
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use futures_util::future::ready;
+use futures_util::{StreamExt, stream};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -178,24 +177,23 @@ impl<S: OrderSink> Runner<S> {
         (summary.read, summary.rejected, summary.duplicates) =
             (survey.read, survey.rejected, survey.duplicates);
         let sendable = survey.sendable as u64;
-        let feed = Feed {
+        let feed = Arc::new(Mutex::new(Feed {
             survey,
             skip: Box::new(progress.skips(Instant::now())),
             cutter: Cutter::new(Arc::clone(&shared.limits)),
             number: 0,
             skipped: [0; 2],
-        };
-        let (finished, feed, read) = self
-            .send_all(feed, keep_going, progress, summary, deadline)
-            .await;
-        let [skipped, waiting] = feed.as_ref().map_or([0; 2], |feed| feed.skipped);
+        }));
+        let (finished, read) =
+            (self.send_all(&feed, keep_going, progress, summary, deadline)).await;
+        // A step still reading when the run stopped ends before its counts are taken.
+        let feed = feed.lock().await;
+        let [skipped, waiting] = feed.skipped;
         (summary.skipped, summary.unsendable) = (skipped, summary.unsendable + waiting);
         // What was not cut, not sent, or on its way when the run stopped.
         let left = sendable.saturating_sub(finished + skipped + waiting);
         summary.deferred += left;
-        if let Some(feed) = feed
-            && !progress.problems_logged
-        {
+        if !progress.problems_logged {
             feed.survey.problems.log();
             progress.problems_logged = true;
         }
@@ -219,73 +217,58 @@ impl<S: OrderSink> Runner<S> {
         }
     }
 
-    /// Sends the chunks `feed` cuts, a block of the file at a time while the chunks cut
-    /// before are on their way, up to `CHUNKS_IN_FLIGHT` at once, noting what became of
-    /// each, until the file is read, order-processor looks down, or the run is cancelled
-    /// or passes its deadline. Returns how many orders it dealt with, the feed (lost only
-    /// when the runtime stops), and whether the file could be read.
+    /// Sends the chunks `feed` cuts, a block of the file per step, up to `CHUNKS_IN_FLIGHT`
+    /// at once, noting what became of each, until the file is read, order-processor looks
+    /// down, or the run is cancelled or passes its deadline. Returns how many orders it
+    /// dealt with, and whether the file could be read.
     async fn send_all(
         &self,
-        feed: Feed,
+        feed: &Arc<Mutex<Feed>>,
         keep_going: impl Fn() -> bool + Clone + Send + 'static,
         progress: &mut FileProgress,
         summary: &mut Summary,
         deadline: Instant,
-    ) -> (u64, Option<Feed>, Result<(), Error>) {
-        let (failures, mut logged) = (AtomicU32::new(0), 0);
-        let (mut in_flight, mut ready) = (FuturesUnordered::new(), VecDeque::new());
-        let (mut feed, mut reading, mut read) = (Some(feed), None, Ok(true));
-        let (mut open, mut finished) = (true, 0);
-        loop {
-            if ready.is_empty()
-                && matches!(read, Ok(true))
-                && let Some(mut next) = feed.take()
-            {
-                let going = keep_going.clone();
-                reading = Some(Box::pin(crate::blocking(move || (next.step(&going), next))));
+    ) -> (u64, Result<(), Error>) {
+        let (failures, mut logged, mut finished, mut read) = (AtomicU32::new(0), 0, 0, Ok(()));
+        let steps = stream::unfold(true, |more| {
+            let (feed, going) = (Arc::clone(feed), keep_going.clone());
+            let step = more.then(|| crate::blocking(move || feed.blocking_lock().step(&going)));
+            async move {
+                let step = step?.await.and_then(|step| step);
+                let more = matches!(step, Ok((_, true)));
+                Some((step.map(|(chunks, _)| chunks), more))
             }
-            while open
-                && in_flight.len() < self.0.settings.in_flight
-                && let Some(chunk) = ready.pop_front()
-            {
-                in_flight.push(self.deliver(chunk, &failures));
-            }
-            if in_flight.is_empty() && (reading.is_none() || !open) {
-                break;
-            }
+        });
+        let stop = async {
             tokio::select! {
-                biased;
-                () = self.0.cancel.cancelled() => break,
-                () = tokio::time::sleep_until(deadline) => break,
-                Some((submitted, parts)) = in_flight.next() => {
-                    summary.submitted += submitted;
-                    for (chunk, outcome) in parts {
-                        record(&chunk, outcome, progress, summary, &mut logged);
-                        finished += chunk.len() as u64;
-                    }
-                    open &= failures.load(Relaxed) < DOWN_AFTER;
-                }
-                step = async { reading.as_mut()?.await.ok() }, if reading.is_some() => {
-                    reading = None;
-                    let Some((step, next)) = step else { break };
-                    feed = Some(next);
-                    read = step.map(|(chunks, more)| {
-                        ready.extend(chunks);
-                        more
-                    });
+                () = self.0.cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+        };
+        {
+            let mut outcomes = pin!(
+                steps
+                    .flat_map(|step| stream::iter(step.unwrap_or_else(|error| {
+                        read = Err(error);
+                        Vec::new()
+                    })))
+                    .take_while(|_| ready(failures.load(Relaxed) < DOWN_AFTER))
+                    .map(|chunk| self.deliver(chunk, &failures))
+                    .buffer_unordered(self.0.settings.in_flight)
+                    .take_until(stop)
+            );
+            while let Some((submitted, parts)) = outcomes.next().await {
+                summary.submitted += submitted;
+                for (chunk, outcome) in parts {
+                    record(&chunk, outcome, progress, summary, &mut logged);
+                    finished += chunk.len() as u64;
                 }
             }
         }
         if let Some(more) = logged.checked_sub(MAX_LISTED).filter(|more| *more > 0) {
             tracing::warn!(more, "further problems of this run were not logged");
         }
-        // A block being read when the run stopped: its chunks are never sent.
-        if let Some(reading) = reading
-            && let Ok((_, next)) = reading.await
-        {
-            feed = Some(next);
-        }
-        (finished, feed, read.map(drop))
+        (finished, read)
     }
 
     /// Sends a chunk, and its halves when it is too large: how many of its orders were
