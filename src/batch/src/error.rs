@@ -29,8 +29,8 @@ pub enum Error {
     /// The file changed between the two passes of a run (written to in place).
     #[error("{} changed while it was being read; the next run reads it again", .0.display())]
     Changed(PathBuf),
-    /// The run was cancelled while the file was being read.
-    #[error("reading stopped: the run was cancelled")]
+    /// The run was cancelled, or passed its deadline, while the file was being read.
+    #[error("reading stopped: the run was cancelled or passed its deadline (RUN_DEADLINE_SECS)")]
     Stopped,
     /// A manual run was asked for while one is in progress.
     #[error("a run is in progress; try again when it has finished")]

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::cut::Chunk;
 use crate::source::Digest;
+use crate::survey::Survey;
 
 /// The pause before orders that could not be stored are tried again the first time: one
 /// tick of the default cron, so that a refusal that only looked permanent costs little.
@@ -92,13 +93,13 @@ pub struct FileProgress {
 }
 
 impl FileProgress {
-    /// A file nothing is known of yet, with `sendable` orders to send.
-    pub fn new(digest: Digest, read: u64, sendable: usize) -> Self {
+    /// A file nothing is known of yet but what its first pass found.
+    pub fn of(survey: &Survey) -> Self {
         Self {
-            digest,
-            read,
+            digest: survey.digest,
+            read: survey.read,
             problems_logged: false,
-            settled: vec![false; sendable],
+            settled: vec![false; survey.sendable],
             set_aside: Vec::new(),
             new_set_aside: Vec::new(),
         }
@@ -178,7 +179,14 @@ mod tests {
     use crate::cut::{Cutter, Limits};
 
     fn file(sendable: usize) -> FileProgress {
-        FileProgress::new([0; 32], sendable as u64, sendable)
+        FileProgress {
+            digest: [0; 32],
+            read: sendable as u64,
+            problems_logged: false,
+            settled: vec![false; sendable],
+            set_aside: Vec::new(),
+            new_set_aside: Vec::new(),
+        }
     }
 
     /// Orders `start..start + len` set aside, as one chunk.

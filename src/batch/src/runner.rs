@@ -158,7 +158,7 @@ impl<S: OrderSink> Runner<S> {
             survey(&source, input, bytes, blocks, &going).map(Some)
         });
         let survey = match looked.await.and_then(|looked| looked) {
-            Err(error) => return self.failed(error, summary, deadline),
+            Err(error) => return self.failed(&error, summary),
             Ok(None) => {
                 let read = known.as_ref().map_or(0, |progress| progress.read);
                 (summary.read, summary.skipped) = (read, read);
@@ -168,11 +168,7 @@ impl<S: OrderSink> Runner<S> {
         };
         let progress = match known.take() {
             Some(progress) if progress.digest == survey.digest => known.insert(progress),
-            _ => known.insert(FileProgress::new(
-                survey.digest,
-                survey.read,
-                survey.sendable,
-            )),
+            _ => known.insert(FileProgress::of(&survey)),
         };
         (summary.read, summary.rejected, summary.duplicates) =
             (survey.read, survey.rejected, survey.duplicates);
@@ -199,7 +195,7 @@ impl<S: OrderSink> Runner<S> {
         }
         match read {
             _ if shared.cancel.is_cancelled() => Outcome::Cancelled,
-            Err(error) if !matches!(error, Error::Stopped) => self.failed(error, summary, deadline),
+            Err(error) if !matches!(error, Error::Stopped) => self.failed(&error, summary),
             _ if left > 0 && Instant::now() >= deadline => {
                 let deadline_secs = shared.settings.deadline.as_secs();
                 tracing::warn!(
@@ -367,16 +363,11 @@ impl<S: OrderSink> Runner<S> {
     }
 
     /// A run that could not use the file: why, in the summary.
-    fn failed(&self, error: Error, summary: &mut Summary, deadline: Instant) -> Outcome {
+    fn failed(&self, error: &Error, summary: &mut Summary) -> Outcome {
         if self.0.cancel.is_cancelled() {
             return Outcome::Cancelled;
         }
-        summary.error = Some(match error {
-            Error::Stopped if Instant::now() >= deadline => {
-                "the run passed its deadline (RUN_DEADLINE_SECS) while reading the file".to_owned()
-            }
-            error => error.to_string(),
-        });
+        summary.error = Some(error.to_string());
         Outcome::Failed
     }
 }
