@@ -24,37 +24,29 @@ pub enum Limit {
 /// The most orders and bytes a new chunk may hold: `CHUNK_SIZE` and `CHUNK_BYTES`,
 /// lowered when chunks are refused as too large.
 #[derive(Debug)]
-pub struct Limits {
-    orders: AtomicUsize,
-    bytes: AtomicUsize,
-}
+pub struct Limits([AtomicUsize; 2]);
 
 impl Limits {
     /// Chunks of at most `orders` orders and `bytes` bytes.
     pub fn new(orders: usize, bytes: usize) -> Self {
-        Self {
-            orders: AtomicUsize::new(orders.max(1)),
-            bytes: AtomicUsize::new(bytes),
-        }
+        Self([orders.max(1), bytes].map(AtomicUsize::new))
     }
 
-    /// The most orders in a chunk.
-    pub fn orders(&self) -> usize {
-        self.orders.load(Ordering::Relaxed)
+    /// The most orders ([`Limit::Orders`]) or bytes ([`Limit::Bytes`], as
+    /// [`Size::largest`]) a chunk may hold.
+    pub fn get(&self, limit: Limit) -> usize {
+        self.0[limit as usize].load(Ordering::Relaxed)
     }
 
-    /// The most bytes of a chunk ([`Size::largest`]).
-    pub fn bytes(&self) -> usize {
-        self.bytes.load(Ordering::Relaxed)
+    /// Whether a chunk of `orders` orders and `size` is within both limits.
+    pub fn hold(&self, orders: usize, size: Size) -> bool {
+        orders <= self.get(Limit::Orders) && size.largest() <= self.get(Limit::Bytes)
     }
 
     /// Lowers `limit` to `at_most` (at least 1); whether it was higher.
     pub fn lower(&self, limit: Limit, at_most: usize) -> bool {
-        let value = match limit {
-            Limit::Orders => &self.orders,
-            Limit::Bytes => &self.bytes,
-        };
-        value.fetch_min(at_most.max(1), Ordering::Relaxed) > at_most.max(1)
+        let at_most = at_most.max(1);
+        self.0[limit as usize].fetch_min(at_most, Ordering::Relaxed) > at_most
     }
 }
 
@@ -178,13 +170,15 @@ impl Cutter {
     pub fn push(&mut self, number: usize, position: u64, json: &[u8], size: Size) -> Option<Chunk> {
         let full = self.building.as_ref().is_some_and(|chunk| {
             chunk.start + chunk.len() != number
-                || chunk.len() >= self.limits.orders()
-                || chunk.size.plus(size, false).largest() > self.limits.bytes()
+                || !(self.limits).hold(chunk.len() + 1, chunk.size.plus(size, false))
         });
         let closed = if full { self.building.take() } else { None };
         let chunk = self.building.get_or_insert_with(|| {
             self.chunks += 1;
-            let (orders, bytes) = (self.limits.orders(), self.limits.bytes());
+            let (orders, bytes) = (
+                self.limits.get(Limit::Orders),
+                self.limits.get(Limit::Bytes),
+            );
             // No chunk is larger than daprd's 4 MiB, whatever the limit says.
             Chunk::new(self.chunks - 1, number, orders, bytes.min(4 << 20) + 2)
         });
@@ -261,10 +255,10 @@ mod tests {
         let limits = Limits::new(2000, 100);
         assert!(limits.lower(Limit::Orders, 1000));
         assert!(!limits.lower(Limit::Orders, 1500));
-        assert_eq!(limits.orders(), 1000);
+        assert_eq!(limits.get(Limit::Orders), 1000);
         assert!(!limits.lower(Limit::Bytes, 100));
         assert!(limits.lower(Limit::Bytes, 50));
-        assert_eq!(limits.bytes(), 50);
+        assert_eq!(limits.get(Limit::Bytes), 50);
     }
 
     proptest! {

@@ -277,7 +277,7 @@ impl<S: OrderSink> Runner<S> {
         let (limits, mut submitted) = (&self.0.limits, 0);
         let (mut work, mut parts) = (vec![chunk], Vec::new());
         while let Some(mut chunk) = work.pop() {
-            let over = chunk.len() > limits.orders() || chunk.size().largest() > limits.bytes();
+            let over = !limits.hold(chunk.len(), chunk.size());
             let outcome = if failures.load(Relaxed) >= DOWN_AFTER {
                 let reason = "order-processor looks down".to_owned();
                 ChunkOutcome::RetryLater { reason }
