@@ -35,15 +35,9 @@ pub enum Reply {
 /// What became of a chunk, as far as the answer tells.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkOutcome {
-    /// Stored: some new, some already there, some in conflict.
-    Stored {
-        /// Orders stored by this request.
-        inserted: u64,
-        /// Orders already stored with the same content.
-        unchanged: u64,
-        /// Ids already stored with other content, left as they were.
-        conflicts: Vec<i64>,
-    },
+    /// Stored: some new, some already there, some in conflict, as order-processor counted
+    /// them (the counts add up to the chunk's orders).
+    Stored(WriteOutcome),
     /// Refused as too large: the halves of a chunk may pass; one order is set aside.
     TooLarge {
         /// Which limit.
@@ -71,7 +65,7 @@ impl ChunkOutcome {
     /// The outcome's name, as a chunk's span carries it.
     pub fn name(&self) -> &'static str {
         match self {
-            Self::Stored { .. } => "stored",
+            Self::Stored(_) => "stored",
             Self::TooLarge { .. } => "too_large",
             Self::RetryLater { .. } => "retry_later",
             Self::CannotSend { .. } => "cannot_send",
@@ -166,11 +160,7 @@ fn stored(orders: usize, status: StatusCode, body: &[u8]) -> ChunkOutcome {
                 && outcome.inserted + outcome.unchanged + outcome.conflicts.len() as u64
                     == outcome.received =>
         {
-            ChunkOutcome::Stored {
-                inserted: outcome.inserted,
-                unchanged: outcome.unchanged,
-                conflicts: outcome.conflicts,
-            }
+            ChunkOutcome::Stored(outcome)
         }
         Ok(outcome) => cannot_send(
             format!(
@@ -278,11 +268,12 @@ mod tests {
         );
         assert_eq!(
             outcome,
-            ChunkOutcome::Stored {
+            ChunkOutcome::Stored(WriteOutcome {
+                received: 3,
                 inserted: 1,
                 unchanged: 1,
                 conflicts: vec![9]
-            }
+            })
         );
         for body in [
             "OK",

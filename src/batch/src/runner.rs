@@ -11,6 +11,7 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
+use common::order::WriteOutcome;
 use common::trace_context::Link;
 use common::wire::largest_order;
 use futures_util::future::ready;
@@ -296,7 +297,7 @@ impl<S: OrderSink> Runner<S> {
                         work.extend(chunk.split());
                         continue;
                     }
-                    ChunkOutcome::Stored { .. } => failures.store(0, Relaxed),
+                    ChunkOutcome::Stored(_) => failures.store(0, Relaxed),
                     ChunkOutcome::RetryLater { .. }
                         if failures.fetch_add(1, Relaxed) + 1 == DOWN_AFTER =>
                     {
@@ -328,8 +329,8 @@ impl<S: OrderSink> Runner<S> {
         let submitting = (self.0.submitter).submit(&body, chunk.len(), &trace);
         let outcome = submitting.instrument(span.clone()).await;
         span.record("outcome", outcome.name());
-        if let ChunkOutcome::Stored { inserted, .. } = outcome {
-            span.record("inserted", inserted);
+        if let ChunkOutcome::Stored(stored) = &outcome {
+            span.record("inserted", stored.inserted);
         }
         outcome
     }
@@ -418,11 +419,12 @@ fn record(
     let (index, first, len) = (chunk.index, chunk.first_position(), chunk.len());
     let loud = *logged < MAX_LISTED;
     match outcome {
-        ChunkOutcome::Stored {
+        ChunkOutcome::Stored(WriteOutcome {
             inserted,
             unchanged,
             conflicts,
-        } => {
+            ..
+        }) => {
             summary.inserted += inserted;
             summary.already_present += unchanged;
             summary.conflicts += conflicts.len() as u64;

@@ -156,7 +156,7 @@ mod tests {
         let started = tokio::time::Instant::now();
         let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
-            matches!(outcome, ChunkOutcome::Stored { inserted: 1, .. }),
+            matches!(&outcome, ChunkOutcome::Stored(stored) if stored.inserted == 1),
             "{outcome:?}"
         );
         assert!(submitter.sink().0.lock().unwrap().is_empty());
