@@ -35,6 +35,7 @@ use runner::Runner;
 use send::{DaprSink, OrderSink};
 
 /// What the request handlers share.
+#[derive(Clone)]
 pub struct AppState<S> {
     /// Runs the file through the sink.
     pub runner: Runner<S>,
@@ -42,17 +43,6 @@ pub struct AppState<S> {
     pub sidecar: Sidecar,
     /// What the trigger routes require from the caller (the sidecar).
     pub app_api_token: AppApiToken,
-}
-
-impl<S> Clone for AppState<S> {
-    fn clone(&self) -> Self {
-        let (sidecar, app_api_token) = (self.sidecar.clone(), self.app_api_token.clone());
-        Self {
-            runner: self.runner.clone(),
-            sidecar,
-            app_api_token,
-        }
-    }
 }
 
 /// The service, ready to serve.

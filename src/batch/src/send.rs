@@ -17,17 +17,11 @@ use crate::outcome::{ChunkOutcome, Reply, decide};
 /// The W3C headers that carry a trace on: `traceparent` and `tracestate`.
 pub type TraceHeaders = [(&'static str, String)];
 
-/// Where chunks go: order-processor through the sidecar, or a fake in tests.
-pub trait OrderSink: Send + Sync + 'static {
+/// Where chunks go: order-processor through the sidecar, or a fake in tests; cheap to
+/// clone, as a handle is.
+pub trait OrderSink: Clone + Send + Sync + 'static {
     /// Sends one chunk (a JSON array of orders) once and returns what came back.
     fn send(&self, body: Bytes, trace: &TraceHeaders) -> impl Future<Output = Reply> + Send;
-}
-
-/// A shared sink is a sink.
-impl<S: OrderSink> OrderSink for std::sync::Arc<S> {
-    fn send(&self, body: Bytes, trace: &TraceHeaders) -> impl Future<Output = Reply> + Send {
-        S::send(self, body, trace)
-    }
 }
 
 /// order-processor, reached through Dapr service invocation.
@@ -88,11 +82,6 @@ impl<S: OrderSink> Submitter<S> {
         Self { sink, backoff }
     }
 
-    /// The sink chunks go to.
-    pub fn sink(&self) -> &S {
-        &self.sink
-    }
-
     /// Sends `body`, a JSON array of `orders` orders, until its outcome is known or the
     /// retries are used up.
     pub async fn submit(&self, body: &Bytes, orders: usize, trace: &TraceHeaders) -> ChunkOutcome {
@@ -121,14 +110,15 @@ impl<S: OrderSink> Submitter<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use reqwest::StatusCode;
 
     use super::*;
 
     /// Answers from a script, one per attempt, and counts the attempts.
-    struct Script(Mutex<Vec<Reply>>);
+    #[derive(Clone)]
+    struct Script(Arc<Mutex<Vec<Reply>>>);
 
     impl OrderSink for Script {
         async fn send(&self, _: Bytes, _: &TraceHeaders) -> Reply {
@@ -147,44 +137,48 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn failures_that_may_pass_are_retried_with_backoff_until_they_pass() {
-        let script = Script(Mutex::new(vec![
+        let script = Script(Arc::new(Mutex::new(vec![
             Reply::NoAnswer("refused".into()),
             status(503),
             status(200),
-        ]));
-        let submitter = Submitter::new(script, 4, Duration::from_millis(250));
+        ])));
+        let submitter = Submitter::new(script.clone(), 4, Duration::from_millis(250));
         let started = tokio::time::Instant::now();
         let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(&outcome, ChunkOutcome::Stored(stored) if stored.inserted == 1),
             "{outcome:?}"
         );
-        assert!(submitter.sink().0.lock().unwrap().is_empty());
+        assert!(script.0.lock().unwrap().is_empty());
         // Two back-off delays of at least 250 ms and 500 ms passed (on tokio's paused clock).
         assert!(started.elapsed() >= Duration::from_millis(750));
     }
 
     #[tokio::test(start_paused = true)]
     async fn after_the_last_retry_the_failure_is_the_outcome() {
-        let script = Script(Mutex::new(vec![status(503), status(503), status(503)]));
-        let submitter = Submitter::new(script, 2, Duration::from_millis(1));
+        let script = Script(Arc::new(Mutex::new(vec![
+            status(503),
+            status(503),
+            status(503),
+        ])));
+        let submitter = Submitter::new(script.clone(), 2, Duration::from_millis(1));
         let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(outcome, ChunkOutcome::RetryLater { .. }),
             "{outcome:?}"
         );
-        assert!(submitter.sink().0.lock().unwrap().is_empty());
+        assert!(script.0.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn what_cannot_pass_is_not_retried() {
-        let script = Script(Mutex::new(vec![status(404), status(200)]));
-        let submitter = Submitter::new(script, 4, Duration::from_millis(1));
+        let script = Script(Arc::new(Mutex::new(vec![status(404), status(200)])));
+        let submitter = Submitter::new(script.clone(), 4, Duration::from_millis(1));
         let outcome = submitter.submit(&Bytes::new(), 1, &[]).await;
         assert!(
             matches!(outcome, ChunkOutcome::CannotSend { .. }),
             "{outcome:?}"
         );
-        assert_eq!(submitter.sink().0.lock().unwrap().len(), 1);
+        assert_eq!(script.0.lock().unwrap().len(), 1);
     }
 }

@@ -40,6 +40,7 @@ const LAST: [&str; 8] = [
 
 /// Answers every chunk as stored; counts its orders by their opening braces (no name
 /// holds one).
+#[derive(Clone)]
 struct Accepting;
 
 impl OrderSink for Accepting {

@@ -138,7 +138,17 @@ pub fn refusal(status: u16, code: &'static str, message: &str) -> Reply {
     )
 }
 
-impl OrderSink for FakeOrderProcessor {
+/// A shared [`FakeOrderProcessor`], as a runner's sink.
+#[derive(Clone)]
+pub struct Shared(pub Arc<FakeOrderProcessor>);
+
+impl OrderSink for Shared {
+    async fn send(&self, body: Bytes, trace: &batch::send::TraceHeaders) -> Reply {
+        self.0.send(body, trace).await
+    }
+}
+
+impl FakeOrderProcessor {
     async fn send(&self, body: Bytes, _: &batch::send::TraceHeaders) -> Reply {
         let orders: Vec<Value> = serde_json::from_slice(&body).unwrap();
         let ids: Vec<i64> = orders
@@ -215,9 +225,9 @@ pub fn runner(
     sink: &Arc<FakeOrderProcessor>,
     file: &tempfile::NamedTempFile,
     settings: Settings,
-) -> Runner<Arc<FakeOrderProcessor>> {
+) -> Runner<Shared> {
     Runner::new(
-        Arc::clone(sink),
+        Shared(Arc::clone(sink)),
         OrdersSource::File(file.path().to_owned()),
         settings,
     )
