@@ -84,14 +84,9 @@ impl Chunk {
         }
     }
 
-    /// How many orders it holds.
-    pub fn len(&self) -> usize {
+    /// How many orders it holds (never none, once it is cut).
+    pub(crate) fn len(&self) -> usize {
         self.orders.len()
-    }
-
-    /// Whether it holds none (never the case for a chunk that was cut).
-    pub fn is_empty(&self) -> bool {
-        self.orders.is_empty()
     }
 
     /// The position in the file of its first order.

@@ -7,7 +7,6 @@ use axum::body::Bytes;
 use common::order::WriteOutcome;
 use common::wire::{ErrorBody, largest_order};
 use reqwest::StatusCode;
-use serde::Deserialize;
 
 use crate::cut::Limit;
 
@@ -198,41 +197,36 @@ fn cannot_send(reason: String, what_to_change: &str) -> ChunkOutcome {
 /// Who refused, their code and their message (with the first invalid order's problem,
 /// when order-processor named some).
 fn refusal(body: &[u8]) -> (&'static str, String, String) {
-    #[derive(Deserialize)]
-    struct Daprd {
-        #[serde(rename = "errorCode")]
-        error_code: String,
-        #[serde(default)]
-        message: String,
-    }
     if let Ok(ErrorBody { error }) = serde_json::from_slice(body) {
-        let first = error.details.as_deref().and_then(<[_]>::first);
-        let message = match first {
+        let message = match error.details.as_deref().and_then(<[_]>::first) {
             Some(problem) => format!("{} (first: {problem})", error.message),
             None => error.message,
         };
-        (
+        return (
             "order-processor",
             error.code.into_owned(),
             excerpt(&message),
-        )
-    } else if let Ok(daprd) = serde_json::from_slice::<Daprd>(body) {
-        let message = excerpt(&format!("{}: {}", daprd.error_code, daprd.message));
-        ("the Dapr sidecar", daprd.error_code, message)
-    } else {
-        let message = excerpt(&String::from_utf8_lossy(body));
-        ("the sidecar or order-processor", String::new(), message)
+        );
+    }
+    let daprd: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match (daprd["errorCode"].as_str(), daprd["message"].as_str()) {
+        (Some(code), message) => {
+            let message = excerpt(&format!("{code}: {}", message.unwrap_or_default()));
+            ("the Dapr sidecar", code.to_owned(), message)
+        }
+        _ => {
+            let message = excerpt(&String::from_utf8_lossy(body));
+            ("the sidecar or order-processor", String::new(), message)
+        }
     }
 }
 
 /// The start of `text`, for a reason that stays readable.
 fn excerpt(text: &str) -> String {
-    let mut chars = text.chars();
-    let mut short: String = chars.by_ref().take(MAX_MESSAGE_CHARS).collect();
-    if chars.next().is_some() {
-        short.push('…');
+    match text.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
     }
-    short
 }
 
 #[cfg(test)]

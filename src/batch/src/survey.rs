@@ -47,13 +47,9 @@ pub struct Problems {
 impl Problems {
     /// Notes the problems of one order.
     pub fn note(&mut self, errors: Vec<OrderError>) {
-        for error in errors {
-            if self.listed.len() < MAX_LISTED {
-                self.listed.push(error);
-            } else {
-                self.more += 1;
-            }
-        }
+        let room = MAX_LISTED.saturating_sub(self.listed.len());
+        self.more += errors.len().saturating_sub(room) as u64;
+        self.listed.extend(errors.into_iter().take(room));
     }
 
     /// Logs each problem, and how many more there were.
