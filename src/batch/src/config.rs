@@ -5,7 +5,6 @@
 //! stored never depends on these: they only change how fast.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::config::{
@@ -116,14 +115,13 @@ impl Config {
 
     /// Reads the configuration from `vars`.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let source = match vars.optional("ORDERS_FILE")? {
-            Some(path) => OrdersSource::File(PathBuf::from(path)),
-            None => OrdersSource::Bundled,
-        };
+        let file = vars.optional("ORDERS_FILE")?;
         Ok(Self {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
-            source,
+            source: file.map_or(OrdersSource::Bundled, |path| {
+                OrdersSource::File(path.into())
+            }),
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
