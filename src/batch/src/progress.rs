@@ -105,24 +105,17 @@ impl FileProgress {
         }
     }
 
-    /// Whether the order numbered `number` is skipped as a run begins at `now`: `Some(true)`
-    /// when settled, `Some(false)` when set aside and its pause is not over.
-    pub fn skips(&self, now: Instant) -> impl Fn(usize) -> Option<bool> + Send + 'static {
-        let settled = self.settled.clone();
-        let waiting: Vec<(usize, usize)> = (self.set_aside.iter())
-            .filter(|s| now < s.retry_at)
-            .map(|s| (s.start, s.start + s.orders))
-            .collect();
-        move |number| {
-            let at = waiting.partition_point(|(_, end)| *end <= number);
-            match settled.get(number) {
-                Some(true) => Some(true),
-                _ => waiting
-                    .get(at)
-                    .filter(|(start, _)| *start <= number)
-                    .map(|_| false),
+    /// For each order to send, by its number, whether it is skipped as a run begins at
+    /// `now`: `Some(true)` when settled, `Some(false)` when set aside and its pause is not
+    /// over.
+    pub fn skips(&self, now: Instant) -> Vec<Option<bool>> {
+        let mut skips: Vec<_> = self.settled.iter().map(|s| s.then_some(true)).collect();
+        for span in self.set_aside.iter().filter(|s| now < s.retry_at) {
+            for skip in &mut skips[span.start..span.start + span.orders] {
+                *skip = skip.or(Some(false));
             }
         }
+        skips
     }
 
     /// Notes that the `len` orders from `start` are settled.
@@ -216,9 +209,9 @@ mod tests {
         progress.set_aside(aside(0, 4));
         assert_eq!(progress.end_run(Instant::now())[0].next_attempt_in_secs, 10);
         let skips = progress.skips(Instant::now());
-        assert_eq!((skips(3), skips(4)), (Some(false), None));
+        assert_eq!((skips[3], skips[4]), (Some(false), None));
         tokio::time::advance(FIRST_PAUSE).await;
-        assert_eq!(progress.skips(Instant::now())(0), None, "its pause is over");
+        assert_eq!(progress.skips(Instant::now())[0], None, "its pause is over");
         // Tried again in halves: one is stored, the other set aside a second time.
         progress.settle(0, 2);
         let second = progress.set_aside(aside(2, 2));
@@ -237,7 +230,6 @@ mod tests {
         let mut progress = file(5);
         progress.settle(1, 2);
         let skips = progress.skips(Instant::now());
-        let skipped: Vec<Option<bool>> = (0..5).map(skips).collect();
-        assert_eq!(skipped, vec![None, Some(true), Some(true), None, None]);
+        assert_eq!(skips, vec![None, Some(true), Some(true), None, None]);
     }
 }

@@ -176,7 +176,7 @@ impl<S: OrderSink> Runner<S> {
         let sendable = survey.sendable as u64;
         let feed = Arc::new(Mutex::new(Feed {
             survey,
-            skip: Box::new(progress.skips(Instant::now())),
+            skips: progress.skips(Instant::now()),
             cutter: Cutter::new(Arc::clone(&shared.limits)),
             number: 0,
             skipped: [0; 2],
@@ -377,8 +377,8 @@ impl<S: OrderSink> Runner<S> {
 /// earlier runs settled or set aside is skipped, and counted.
 struct Feed {
     survey: Survey,
-    /// Whether an order (by its number) is settled (`true`) or waiting (`false`).
-    skip: Box<dyn Fn(usize) -> Option<bool> + Send>,
+    /// Whether each order (by its number) is settled (`true`) or waiting (`false`).
+    skips: Vec<Option<bool>>,
     cutter: Cutter,
     /// The number of the next order to send.
     number: usize,
@@ -395,7 +395,7 @@ impl Feed {
             .survey
             .next_block(keep_going, &mut |position, json, size| {
                 self.number += 1;
-                match (self.skip)(self.number - 1) {
+                match self.skips.get(self.number - 1).copied().flatten() {
                     Some(settled) => self.skipped[usize::from(!settled)] += 1,
                     None => closed.extend(self.cutter.push(self.number - 1, position, json, size)),
                 }
