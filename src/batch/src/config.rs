@@ -13,8 +13,7 @@ use common::config::{
 use common::wire::largest_order;
 use secrecy::SecretString;
 
-use crate::parse::BlockLimits;
-use crate::source::OrdersSource;
+use crate::source::{BLOCK_BYTES, OrdersSource};
 
 /// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
 /// gRPC API), which order-processor applies to its own requests too.
@@ -103,8 +102,8 @@ pub struct Settings {
     /// How long a run may take before it leaves the rest for the next one
     /// (`RUN_DEADLINE_SECS`, default 600).
     pub deadline: Duration,
-    /// How the file is read.
-    pub read: BlockLimits,
+    /// Bytes of the file read at once ([`BLOCK_BYTES`]; tests read in smaller blocks).
+    pub block: usize,
 }
 
 impl Config {
@@ -139,7 +138,7 @@ impl Config {
                     1..=60_000,
                 )?),
                 deadline: vars.seconds_in("RUN_DEADLINE_SECS", 600, 1..=86_400)?,
-                read: BlockLimits::default(),
+                block: BLOCK_BYTES,
             },
         })
     }

@@ -16,25 +16,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-use crate::source::{BLOCK_BYTES, Digest, Input, MAX_ORDER_BYTES, read_some};
-
-/// How much is read at once, and the largest element accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockLimits {
-    /// Bytes read at once.
-    pub block: usize,
-    /// The most bytes one element may take.
-    pub max_element: usize,
-}
-
-impl Default for BlockLimits {
-    fn default() -> Self {
-        Self {
-            block: BLOCK_BYTES,
-            max_element: MAX_ORDER_BYTES,
-        }
-    }
-}
+use crate::source::{Digest, Input, MAX_ORDER_BYTES, read_some};
 
 /// What comes next in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +41,8 @@ enum Next {
 pub struct Elements {
     input: Box<dyn Input>,
     path: PathBuf,
-    limits: BlockLimits,
+    /// Bytes read at once.
+    block: usize,
     /// The bytes read and not handed over yet, from `buf[pos]` on.
     buf: Vec<u8>,
     pos: usize,
@@ -75,11 +58,11 @@ pub struct Elements {
 impl Elements {
     /// Reads `input` (the file at `path`) from its start, hashing what it reads when
     /// `digest` says so.
-    pub fn new(input: Box<dyn Input>, path: PathBuf, limits: BlockLimits, digest: bool) -> Self {
+    pub fn new(input: Box<dyn Input>, path: PathBuf, block: usize, digest: bool) -> Self {
         Self {
             input,
             path,
-            limits,
+            block,
             buf: Vec::new(),
             pos: 0,
             behind: 0,
@@ -120,12 +103,12 @@ impl Elements {
                     let len = match value_len(rest) {
                         Some(len) => len,
                         None if self.eof => rest.len(),
-                        None if rest.len() > self.limits.max_element => {
+                        None if rest.len() > MAX_ORDER_BYTES => {
                             return Err(self.too_large());
                         }
                         None => break,
                     };
-                    if len > self.limits.max_element {
+                    if len > MAX_ORDER_BYTES {
                         return Err(self.too_large());
                     }
                     if !on_element(self.count, &rest[..len]) {
@@ -154,7 +137,7 @@ impl Elements {
             .seek(SeekFrom::Start(0))
             .map_err(|e| self.io_error(e))?;
         let input = std::mem::replace(&mut self.input, Box::new(std::io::empty()));
-        *self = Self::new(input, self.path.clone(), self.limits, false);
+        *self = Self::new(input, self.path.clone(), self.block, false);
         Ok(())
     }
 
@@ -173,7 +156,7 @@ impl Elements {
     /// Reads another block, or up to the end of the file.
     fn fill(&mut self) -> Result<(), Error> {
         let old = self.buf.len();
-        self.buf.resize(old + self.limits.block, 0);
+        self.buf.resize(old + self.block, 0);
         let mut filled = old;
         while filled < self.buf.len() && !self.eof {
             let n = read_some(&mut self.input, &mut self.buf[filled..])
@@ -195,7 +178,7 @@ impl Elements {
         if self.eof && !self.content {
             return Error::Empty(self.path.clone());
         }
-        let upto = self.behind + self.buf.len() as u64 + self.limits.max_element as u64;
+        let upto = self.behind + self.buf.len() as u64 + MAX_ORDER_BYTES as u64;
         if let Err(error) = self.input.seek(SeekFrom::Start(0)) {
             return self.io_error(error);
         }
@@ -215,7 +198,7 @@ impl Elements {
     }
 
     fn too_large(&self) -> Error {
-        Error::OrderTooLarge(self.path.clone(), self.count, self.limits.max_element)
+        Error::OrderTooLarge(self.path.clone(), self.count, MAX_ORDER_BYTES)
     }
 
     fn io_error(&self, source: std::io::Error) -> Error {
@@ -335,12 +318,8 @@ mod tests {
 
     /// Every element's text, or the error, parsing `content` in blocks of `block` bytes.
     fn parse(content: &[u8], block: usize) -> Result<Vec<String>, String> {
-        let limits = BlockLimits {
-            block,
-            max_element: MAX_ORDER_BYTES,
-        };
         let input = Box::new(std::io::Cursor::new(content.to_vec()));
-        let mut elements = Elements::new(input, "orders.json".into(), limits, true);
+        let mut elements = Elements::new(input, "orders.json".into(), block, true);
         let mut out = Vec::new();
         let result = loop {
             let more = elements.next_block(|i, json| {

@@ -144,9 +144,9 @@ impl<S: OrderSink> Runner<S> {
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
         let done = known.as_ref().filter(|p| p.done()).map(|p| p.digest);
-        let (source, blocks, going) = (
+        let (source, block, going) = (
             shared.source.clone(),
-            shared.settings.read,
+            shared.settings.block,
             keep_going.clone(),
         );
         let looked = crate::blocking(move || -> Result<_, Error> {
@@ -156,7 +156,7 @@ impl<S: OrderSink> Runner<S> {
             {
                 return Ok(None);
             }
-            survey(&source, input, bytes, blocks, &going).map(Some)
+            survey(&source, input, bytes, block, &going).map(Some)
         });
         let survey = match looked.await.and_then(|looked| looked) {
             Err(error) => return self.failed(&error, summary),

@@ -17,7 +17,7 @@ use common::wire::{Size, decode_order};
 use foldhash::quality::FixedState;
 
 use crate::error::Error;
-use crate::parse::{BlockLimits, Elements};
+use crate::parse::Elements;
 use crate::source::{Digest, Input, OrdersSource};
 
 /// The most problem lines a run logs; the rest are counted.
@@ -96,10 +96,10 @@ pub fn survey(
     source: &OrdersSource,
     input: Box<dyn Input>,
     bytes: u64,
-    blocks: BlockLimits,
+    block: usize,
     keep_going: &dyn Fn() -> bool,
 ) -> Result<Survey, Error> {
-    let mut elements = Elements::new(input, source.path().to_owned(), blocks, true);
+    let mut elements = Elements::new(input, source.path().to_owned(), block, true);
     let mut problems = Problems::default();
     // Room as large as the file can need (an order takes at least 38 bytes), made before
     // it is filled: growing it would copy it, and memory not written to takes none.
@@ -236,13 +236,9 @@ mod tests {
     /// How `orders` (JSON elements) are judged, read in blocks of `block` bytes.
     fn judge(orders: &[&str], block: usize) -> Judged {
         let content = format!(r#"{{"orders":[{}]}}"#, orders.join(","));
-        let limits = BlockLimits {
-            block,
-            ..BlockLimits::default()
-        };
         let input: Box<dyn Input> = Box::new(Cursor::new(content.clone().into_bytes()));
         let source = OrdersSource::Bundled;
-        let survey = survey(&source, input, content.len() as u64, limits, &|| true).unwrap();
+        let survey = survey(&source, input, content.len() as u64, block, &|| true).unwrap();
         let counts = [
             survey.read,
             survey.rejected,
@@ -296,8 +292,8 @@ mod tests {
         std::fs::write(&path, one).unwrap();
         let source = OrdersSource::File(path.clone());
         let (input, _) = source.open().unwrap();
-        let limits = BlockLimits::default();
-        let mut survey = survey(&source, input, 0, limits, &|| true).unwrap();
+        let block = crate::source::BLOCK_BYTES;
+        let mut survey = survey(&source, input, 0, block, &|| true).unwrap();
         std::fs::write(&path, one.replace("\"A\"", "\"B\"")).unwrap();
         let mut sent = 0;
         let result = survey.next_block(&|| true, &mut |_, _, _| sent += 1);

@@ -108,7 +108,7 @@ async fn cpu_per_thousand_orders_of_a_whole_run() {
         max_retries: 0,
         retry_delay: std::time::Duration::from_millis(250),
         deadline: std::time::Duration::from_secs(600),
-        read: batch::parse::BlockLimits::default(),
+        block: batch::source::BLOCK_BYTES,
     };
     // One runner, as in the service; the file gets one more trailing space before each
     // run, so that it is another file and read whole (the writing is not counted).

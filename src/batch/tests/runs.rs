@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use batch::Error;
-use batch::parse::BlockLimits;
 use batch::summary::Outcome;
 use serde_json::json;
 use support::{FakeOrderProcessor, answer, orders_file, refusal, runner, settings};
@@ -392,10 +391,7 @@ async fn an_unreadable_file_fails_the_run_and_sends_nothing() {
 /// Reads in small blocks, as a large file would be read.
 fn small_blocks(chunk_size: usize) -> batch::Settings {
     let mut settings = settings(chunk_size, 1);
-    settings.read = BlockLimits {
-        block: 64,
-        max_element: 1024,
-    };
+    settings.block = 64;
     settings
 }
 

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use axum::body::Bytes;
 use batch::Settings;
 use batch::outcome::Reply;
-use batch::parse::BlockLimits;
 use batch::runner::Runner;
 use batch::send::OrderSink;
 use batch::source::OrdersSource;
@@ -216,7 +215,7 @@ pub fn settings(chunk_size: usize, in_flight: usize) -> Settings {
         max_retries: 0,
         retry_delay: std::time::Duration::from_millis(250),
         deadline: std::time::Duration::from_secs(600),
-        read: BlockLimits::default(),
+        block: batch::source::BLOCK_BYTES,
     }
 }
 
