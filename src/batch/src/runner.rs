@@ -144,11 +144,8 @@ impl<S: OrderSink> Runner<S> {
         let cancel = shared.cancel.clone();
         let keep_going = move || !cancel.is_cancelled() && Instant::now() < deadline;
         let done = known.as_ref().filter(|p| p.done()).map(|p| p.digest);
-        let (source, block, going) = (
-            shared.source.clone(),
-            shared.settings.block,
-            keep_going.clone(),
-        );
+        let (source, going) = (shared.source.clone(), keep_going.clone());
+        let block = shared.settings.block;
         let looked = crate::blocking(move || -> Result<_, Error> {
             let (mut input, bytes) = source.open()?;
             if let Some(digest) = done
