@@ -3,7 +3,9 @@
 //! appear more than once before anything is sent. The rule for a repeated id: copies that
 //! say the same (same customer, same price value) are one order, sent once, and the others
 //! are counted as `duplicates`; copies that differ, or where any copy is invalid, cannot all
-//! be right, so every copy is rejected and none is stored. The second pass
+//! be right, so every copy is rejected and none is stored. Copies are compared by a 32-bit
+//! hash of what they say (16 bytes an order with the id and position while the first pass
+//! lasts): two that differ pass for the same once in four billion. The second pass
 //! ([`Survey::next_block`]) reads the file again, a block per step, and hands out the
 //! orders to send in file order as the file writes them, each checked against the first
 //! pass by a hash of its bytes ([`Error::Changed`] when the file was written to in between).
@@ -28,7 +30,7 @@ pub const DIFFERING_COPIES: &str =
     "appears more than once in the file with different content; no copy is stored";
 
 /// The content hash of an invalid copy: it differs from every valid one.
-const INVALID: u64 = u64::MAX;
+const INVALID: u32 = u32::MAX;
 
 /// The `params` share noted for an invalid order, which is never sent.
 const NOT_SENT: u32 = u32::MAX;
@@ -105,8 +107,9 @@ pub fn survey(
     // it is filled: growing it would copy it, and memory not written to takes none.
     let most = (usize::try_from(bytes).unwrap_or(usize::MAX) / 38 + 1).min(1 << 22);
     let (mut hashes, mut params) = (Vec::with_capacity(most), Vec::with_capacity(most));
-    // Each order's id, content hash and position, to find the ids given more than once.
-    let mut keys: Vec<(i64, u64, u32)> = Vec::with_capacity(most);
+    // Each order's id, and its content hash and position in one number ([`key`]), to find
+    // the ids given more than once.
+    let mut keys: Vec<(i64, u64)> = Vec::with_capacity(most);
     let mut invalid = 0;
     loop {
         if !keep_going() {
@@ -117,17 +120,16 @@ pub fn survey(
                 return false;
             };
             hashes.push(short_hash(json));
-            let at = u32::try_from(position).unwrap_or(u32::MAX);
             match decoded {
                 Ok(order) => {
-                    keys.push((order.orderid(), content_hash(&order), at));
+                    keys.push((order.orderid(), key(content_hash(&order), position)));
                     params.push(u32::try_from(Size::of(&order).params).unwrap_or(NOT_SENT - 1));
                 }
                 Err(errors) => {
                     params.push(NOT_SENT);
                     invalid += 1;
                     let id = errors.iter().find_map(|e| e.orderid);
-                    keys.extend(id.map(|id| (id, INVALID, at)));
+                    keys.extend(id.map(|id| (id, key(INVALID, position))));
                     problems.note(errors);
                 }
             }
@@ -141,16 +143,18 @@ pub fn survey(
     let (mut repeated_valid, mut duplicates) = (0, 0);
     for copies in keys.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
         // Copies that say the same are in file order: the first is sent.
-        let same = copies.iter().all(|k| k.1 == copies[0].1 && k.1 != INVALID);
-        for &(id, content, at) in &copies[usize::from(same)..] {
-            params[at as usize] = NOT_SENT;
+        let content = |key: u64| (key >> 32) as u32;
+        let first = content(copies[0].1);
+        let same = first != INVALID && copies.iter().all(|k| content(k.1) == first);
+        for &(id, key) in &copies[usize::from(same)..] {
+            let at = (key & u64::from(u32::MAX)) as usize;
+            params[at] = NOT_SENT;
             if same {
                 duplicates += 1;
-            } else if content != INVALID {
+            } else if content(key) != INVALID {
                 repeated_valid += 1;
-                let index = at as usize;
                 problems.note(vec![OrderError::new(
-                    index,
+                    at,
                     Some(id),
                     "orderid",
                     DIFFERING_COPIES,
@@ -180,10 +184,14 @@ fn short_hash(json: &[u8]) -> u32 {
 }
 
 /// A hash of what an order says besides its id; equal prices hash alike (1.5 and 1.50).
-fn content_hash(order: &Order) -> u64 {
-    HASHER
-        .hash_one((order.customer(), order.price().normalize()))
-        .min(INVALID - 1)
+fn content_hash(order: &Order) -> u32 {
+    let hash = HASHER.hash_one((order.customer(), order.price().normalize()));
+    (hash as u32).min(INVALID - 1)
+}
+
+/// An order's content hash and its position, in one number that sorts by both.
+fn key(content: u32, position: u64) -> u64 {
+    u64::from(content) << 32 | position.min(u64::from(u32::MAX))
 }
 
 impl Survey {
