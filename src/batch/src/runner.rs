@@ -4,8 +4,8 @@
 //! ([`crate::survey`]), then one stream: read the file again a block per blocking step,
 //! cut the orders to send into chunks ([`crate::cut`]), send up to `CHUNKS_IN_FLIGHT` of
 //! them at once ([`crate::send`]), and note what became of each in the file's progress
-//! ([`crate::progress`]) and the run's summary ([`crate::summary`]). A run that passes `RUN_DEADLINE_SECS` stops and leaves the rest
-//! for the next.
+//! ([`crate::progress`]) and the run's summary ([`crate::summary`]). A run that passes
+//! `RUN_DEADLINE_SECS` stops and leaves the rest for the next.
 
 use std::pin::pin;
 use std::sync::Arc;

@@ -143,7 +143,6 @@ pub fn survey(
     let (mut repeated_valid, mut duplicates) = (0, 0);
     for copies in keys.chunk_by(|a, b| a.0 == b.0).filter(|c| c.len() > 1) {
         // Copies that say the same are in file order: the first is sent.
-        let content = |key: u64| (key >> 32) as u32;
         let first = content(copies[0].1);
         let same = first != INVALID && copies.iter().all(|k| content(k.1) == first);
         for &(id, key) in &copies[usize::from(same)..] {
@@ -189,9 +188,15 @@ fn content_hash(order: &Order) -> u32 {
     (hash as u32).min(INVALID - 1)
 }
 
-/// An order's content hash and its position, in one number that sorts by both.
+/// An order's content hash and its position (below 2^32 in any file under 160 GB: an
+/// order takes at least 38 bytes), in one number that sorts by both.
 fn key(content: u32, position: u64) -> u64 {
     u64::from(content) << 32 | position.min(u64::from(u32::MAX))
+}
+
+/// The content hash in a [`key`].
+fn content(key: u64) -> u32 {
+    (key >> 32) as u32
 }
 
 impl Survey {
