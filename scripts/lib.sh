@@ -310,6 +310,21 @@ ensure_rust() {
   (cd "$ROOT" && cargo --version >/dev/null 2>&1) ||
     die "the Rust toolchain pinned in rust-toolchain.toml is not installed: rustup toolchain install $(sed -n 's/^channel = "\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
   command -v curl >/dev/null || apt_install curl ca-certificates
+  warn_low_disk
+}
+
+# warn_low_disk: warns when the disk that holds target/ has less room than a first run
+# takes (measured: about 2 GB of Rust builds in target/, 7 GB of Go's module and build
+# caches for daprd and Jaeger, 1 GB of Python and npm packages), so that a full disk is
+# named at the start, not minutes later as a compiler or linker crash.
+warn_low_disk() {
+  local dir="${CARGO_TARGET_DIR:-$ROOT/target}" free_mb
+  [ -d "$dir" ] || dir="$ROOT"
+  free_mb="$(df -Pm "$dir" | awk 'NR == 2 { print $4 }')"
+  [ -n "$free_mb" ] && [ "$free_mb" -lt 10240 ] || return 0
+  printf '%s\n' "warning: $free_mb MB free on the disk of $dir; a first run takes about 10 GB" \
+    "  (target/, Go's caches, ~/.cache/dapr-rust-aca). If a build fails with \"No space left on" \
+    "  device\", free some (cargo clean empties target/) and run it again." >&2
 }
 
 # The port of a postgres:// URL.
