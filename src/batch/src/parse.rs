@@ -16,7 +16,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::Error;
-use crate::source::{Digest, Input, MAX_ORDER_BYTES, read_some};
+use crate::source::{Digest, Input, MAX_ORDER_BYTES};
 
 /// What comes next in the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,14 +156,10 @@ impl Elements {
     /// Reads another block, or up to the end of the file.
     fn fill(&mut self) -> Result<(), Error> {
         let old = self.buf.len();
-        self.buf.resize(old + self.block, 0);
-        let mut filled = old;
-        while filled < self.buf.len() && !self.eof {
-            let n = read_some(&mut self.input, &mut self.buf[filled..])
-                .map_err(|e| self.io_error(e))?;
-            (filled, self.eof) = (filled + n, n == 0);
-        }
-        self.buf.truncate(filled);
+        self.buf.reserve(self.block);
+        let mut block = (&mut self.input).take(self.block as u64);
+        let read = block.read_to_end(&mut self.buf);
+        self.eof = read.map_err(|e| self.io_error(e))? < self.block;
         let new = &self.buf[old..];
         if let Some(hasher) = &mut self.hasher {
             hasher.update(new);

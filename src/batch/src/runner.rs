@@ -11,7 +11,6 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
-use common::order::WriteOutcome;
 use common::trace_context::Link;
 use common::wire::largest_order;
 use futures_util::future::ready;
@@ -30,7 +29,7 @@ use crate::progress::{FileProgress, SetAside};
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Outcome, Summary};
-use crate::survey::{MAX_LISTED, Survey, survey};
+use crate::survey::{Survey, survey};
 
 /// Failures in a row, with nothing stored in between, after which order-processor looks
 /// down: the orders not sent yet wait for the next run instead of each spending the whole
@@ -223,7 +222,7 @@ impl<S: OrderSink> Runner<S> {
         summary: &mut Summary,
         deadline: Instant,
     ) -> (u64, Result<(), Error>) {
-        let (failures, mut logged, mut finished, mut read) = (AtomicU32::new(0), 0, 0, Ok(()));
+        let (failures, mut finished, mut read) = (AtomicU32::new(0), 0, Ok(()));
         let steps = stream::unfold(true, |more| {
             let (feed, going) = (Arc::clone(feed), keep_going.clone());
             let step = more.then(|| crate::blocking(move || feed.blocking_lock().step(&going)));
@@ -254,13 +253,10 @@ impl<S: OrderSink> Runner<S> {
             while let Some((submitted, parts)) = outcomes.next().await {
                 summary.submitted += submitted;
                 for (chunk, outcome) in parts {
-                    record(&chunk, outcome, progress, summary, &mut logged);
                     finished += chunk.len() as u64;
+                    record(&chunk, outcome, progress, summary);
                 }
             }
-        }
-        if let Some(more) = logged.checked_sub(MAX_LISTED).filter(|more| *more > 0) {
-            tracing::warn!(more, "further problems of this run were not logged");
         }
         (finished, read)
     }
@@ -404,40 +400,23 @@ impl Feed {
     }
 }
 
-/// Notes what became of a chunk, in the file's progress and the run's summary, and logs
-/// it unless the run has logged [`MAX_LISTED`] lines about sending (`logged` counts them).
+/// Notes what became of a chunk, in the file's progress and the run's summary. What a
+/// set-aside chunk needs is said in the summary; a conflict, by order-processor.
 fn record(
     chunk: &Chunk,
     outcome: ChunkOutcome,
     progress: &mut FileProgress,
     summary: &mut Summary,
-    logged: &mut usize,
 ) {
-    let (index, first, len) = (chunk.index, chunk.first_position(), chunk.len());
-    let loud = *logged < MAX_LISTED;
+    let len = chunk.len();
     match outcome {
-        ChunkOutcome::Stored(WriteOutcome {
-            inserted,
-            unchanged,
-            conflicts,
-            ..
-        }) => {
-            summary.inserted += inserted;
-            summary.already_present += unchanged;
-            summary.conflicts += conflicts.len() as u64;
+        ChunkOutcome::Stored(stored) => {
+            summary.inserted += stored.inserted;
+            summary.already_present += stored.unchanged;
+            summary.conflicts += stored.conflicts.len() as u64;
             progress.settle(chunk.start, len);
-            if conflicts.is_empty() {
-                return;
-            } else if loud {
-                tracing::warn!(chunk = index, ids = ?conflicts, "orders already stored with different content were left unchanged");
-            }
         }
-        ChunkOutcome::RetryLater { reason } => {
-            summary.deferred += len as u64;
-            if loud {
-                tracing::warn!(chunk = index, first, orders = len, reason = %reason, "chunk not stored; it is left for the next run");
-            }
-        }
+        ChunkOutcome::RetryLater { .. } => summary.deferred += len as u64,
         // A chunk of several orders refused as too large was split: this is one order.
         ChunkOutcome::CannotSend {
             reason,
@@ -449,19 +428,7 @@ fn record(
             ..
         } => {
             summary.unsendable += len as u64;
-            let span = progress.set_aside(SetAside::new(chunk, reason, what_to_change));
-            if loud {
-                tracing::error!(
-                    chunk = index,
-                    first,
-                    orders = len,
-                    reason = %span.reason,
-                    what_to_change = %span.what_to_change,
-                    attempts = span.attempts,
-                    "orders cannot be stored; they are set aside and tried again later"
-                );
-            }
+            progress.set_aside(SetAside::new(chunk, reason, what_to_change));
         }
     }
-    *logged += 1;
 }

@@ -104,7 +104,15 @@ impl<S: OrderSink> Submitter<S> {
                 }
             })
             .await
-            .unwrap_or_else(|last| last)
+            .unwrap_or_else(|last| {
+                if let ChunkOutcome::RetryLater { reason } = &last {
+                    tracing::warn!(
+                        reason,
+                        "submitting a chunk failed; it is left for the next run"
+                    );
+                }
+                last
+            })
     }
 }
 

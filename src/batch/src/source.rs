@@ -83,30 +83,19 @@ impl OrdersSource {
         keep_going: &dyn Fn() -> bool,
     ) -> Result<Digest, Error> {
         let mut hasher = Sha256::new();
-        let mut block = vec![0; BLOCK_BYTES];
         loop {
             if !keep_going() {
                 return Err(Error::Stopped);
             }
-            match read_some(input, &mut block).map_err(|e| self.io_error(e))? {
-                0 => break,
-                n => hasher.update(&block[..n]),
+            let block = &mut (&mut *input).take(BLOCK_BYTES as u64);
+            if io::copy(block, &mut hasher).map_err(|e| self.io_error(e))? == 0 {
+                break;
             }
         }
         input
             .seek(SeekFrom::Start(0))
             .map_err(|e| self.io_error(e))?;
         Ok(hasher.finalize().into())
-    }
-}
-
-/// Reads what is available into `buf`, retrying interrupted reads; 0 at the end.
-pub fn read_some(input: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match input.read(buf) {
-            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-            result => return result,
-        }
     }
 }
 
