@@ -29,7 +29,7 @@ use common::dapr::{AppApiToken, Sidecar};
 use common::trace_context::caller;
 use serde_json::json;
 
-pub use config::{Config, MAX_CHUNK_SIZE, Settings};
+pub use config::{Config, Settings};
 pub use error::Error;
 use runner::Runner;
 use send::{DaprSink, OrderSink};

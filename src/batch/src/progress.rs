@@ -215,7 +215,11 @@ mod tests {
         progress.set_aside(aside(2, 2));
         let spans = progress.end_run(Instant::now()).to_vec();
         assert_eq!(
-            (spans.len(), spans[0].attempts, spans[0].next_attempt_in_secs),
+            (
+                spans.len(),
+                spans[0].attempts,
+                spans[0].next_attempt_in_secs
+            ),
             (1, 2, 20)
         );
         assert!(!progress.done());

@@ -331,28 +331,22 @@ impl<S: OrderSink> Runner<S> {
     /// Lowers the limit a chunk of several orders passed, so that the chunks cut after it
     /// are smaller, and says which setting to change.
     fn lower(&self, chunk: &Chunk, limit: Limit, reason: &str) {
-        let (settings, limits) = (&self.0.settings, &self.0.limits);
-        let half = match limit {
-            Limit::Orders => chunk.len().div_ceil(2),
-            Limit::Bytes => (chunk.size().largest() / 2).max(largest_order().largest()),
+        let (half, change) = match limit {
+            Limit::Orders => (
+                chunk.len().div_ceil(2),
+                "set CHUNK_SIZE of batch to at most MAX_ORDERS_PER_REQUEST of order-processor",
+            ),
+            Limit::Bytes => (
+                (chunk.size().largest() / 2).max(largest_order().largest()),
+                "lower CHUNK_BYTES of batch",
+            ),
         };
-        if !limits.lower(limit, half) {
-            return;
-        }
-        match limit {
-            Limit::Orders => tracing::warn!(
+        if self.0.limits.lower(limit, half) {
+            tracing::warn!(
                 reason,
-                chunk_size = settings.chunk_size,
-                "order-processor takes fewer orders per request than batch sends: chunks are \
-                 split, and made smaller for as long as batch runs. Set CHUNK_SIZE of batch to \
-                 at most MAX_ORDERS_PER_REQUEST of order-processor"
-            ),
-            Limit::Bytes => tracing::warn!(
-                reason,
-                chunk_bytes = settings.chunk_bytes,
                 "a chunk was too large for order-processor or its sidecar: chunks are split, \
-                 and made smaller for as long as batch runs. Lower CHUNK_BYTES of batch"
-            ),
+                 and made smaller for as long as batch runs; {change}"
+            );
         }
     }
 
