@@ -30,6 +30,11 @@ pub const MAX_CHUNK_SIZE: usize = 5000;
 /// reading the request, the conflict query and the way back through both sidecars.
 pub const INVOKE_MARGIN_SECS: u64 = 5;
 
+/// The cron binding's name (components/cron.yaml), which is also its route.
+pub const DEFAULT_CRON_BINDING: &str = "cron";
+/// The Dapr app id of order-processor.
+pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
+
 /// What batch reads besides [`BINDING_TIMEOUT`] and the telemetry's variables, as lines of
 /// [`common::config::settings`].
 const SETTINGS: &str = "
@@ -119,8 +124,8 @@ impl Config {
             dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
             app_api_token: vars.optional_token("APP_API_TOKEN")?,
-            target_app_id: vars.name_or("TARGET_APP_ID", "order-processor")?,
-            cron_binding: vars.name_or("CRON_BINDING", "cron")?,
+            target_app_id: vars.name_or("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
+            cron_binding: vars.name_or("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: invoke_timeout(vars)?,
             settings: Settings {
                 chunk_size: vars.number_in("CHUNK_SIZE", 2000, 1..=MAX_CHUNK_SIZE)?,
