@@ -1,7 +1,7 @@
 //! Where the orders come from: the bundled `orders.json` or a file, opened once per run and
 //! read through that one handle, rewound between passes, so a file replaced meanwhile
-//! cannot mix into the run. Its SHA-256 ([`Digest`]) says whether it changed. Reading is blocking work, done on a blocking
-//! thread.
+//! cannot mix into the run. Its SHA-256 ([`Digest`]) says whether it changed. Reading is
+//! blocking work, done on a blocking thread.
 
 use std::fmt;
 use std::fs::File;
