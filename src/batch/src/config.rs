@@ -4,20 +4,17 @@
 //! `CHUNK_SIZE` orders or `CHUNK_BYTES` bytes, whichever comes first; which orders are
 //! stored never depends on these: they only change how fast.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use common::config::{
-    BINDING_TIMEOUT, BINDING_TIMEOUT_VAR, ConfigError, Setting, Vars, binding_timeout,
+    BINDING_TIMEOUT, BINDING_TIMEOUT_VAR, ConfigError, SERVICE, Service, Setting, Vars,
+    binding_timeout,
 };
+use common::dapr::MAX_BODY_BYTES;
+use common::telemetry;
 use common::wire::largest_order;
-use secrecy::SecretString;
 
 use crate::source::{BLOCK_BYTES, OrdersSource};
-
-/// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
-/// gRPC API), which order-processor applies to its own requests too.
-pub const DAPR_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The default `CHUNK_BYTES`: 1 MiB under daprd's limit, for the binding's SQL statement,
 /// its other metadata and the framing around `params`.
@@ -35,15 +32,11 @@ pub const DEFAULT_CRON_BINDING: &str = "cron";
 /// The Dapr app id of order-processor.
 pub const DEFAULT_TARGET_APP_ID: &str = "order-processor";
 
-/// What batch reads besides [`BINDING_TIMEOUT`] and the telemetry's variables, as lines of
-/// [`common::config::settings`].
+/// What batch reads besides [`SERVICE`], [`BINDING_TIMEOUT`] and the telemetry's variables,
+/// as lines of [`common::config::settings`].
 const SETTINGS: &str = "
-APP_HOST | 127.0.0.1 | address to listen on (containers use `0.0.0.0`)
 APP_PORT | 6002 | port to listen on (0: any free port)
 ORDERS_FILE | | the orders file, `{\"orders\":[...]}`; unset, the `orders.json` built into the binary
-DAPR_HTTP_PORT | 3500 | the sidecar's HTTP port
-DAPR_API_TOKEN | | token the sidecar requires, sent as `dapr-api-token`
-APP_API_TOKEN | | token batch requires from its sidecar on its trigger routes (not the health checks); Container Apps sets it
 TARGET_APP_ID | order-processor | Dapr app id the orders go to
 CRON_BINDING | cron | name of the cron binding, which is also its route
 INVOKE_TIMEOUT_SECS | 30 | time limit of one call to order-processor; at least `BINDING_TIMEOUT_SECS` + 5, checked at start-up, so batch never sends a chunk again while order-processor may still be writing it
@@ -57,24 +50,16 @@ RUN_DEADLINE_SECS | 600 | a run that takes longer stops and leaves what is not s
 
 /// Every variable batch reads, with its default and meaning.
 pub fn settings() -> Vec<Setting> {
-    common::config::settings(&[SETTINGS, BINDING_TIMEOUT, common::telemetry::SETTINGS])
+    common::config::settings(&[SERVICE, SETTINGS, BINDING_TIMEOUT, telemetry::SETTINGS])
 }
 
 /// Everything batch can be configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (`APP_HOST`, default 127.0.0.1; containers set 0.0.0.0).
-    pub host: IpAddr,
-    /// Port to listen on (`APP_PORT`, default 6002; 0 picks a free one).
-    pub port: u16,
+    /// Where it listens (`APP_PORT` 6002 by default) and how it reaches its sidecar.
+    pub service: Service,
     /// The orders file (`ORDERS_FILE`); the bundled `orders.json` when unset.
     pub source: OrdersSource,
-    /// The sidecar's HTTP port (`DAPR_HTTP_PORT`, default 3500).
-    pub dapr_http_port: u16,
-    /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
-    pub dapr_api_token: Option<SecretString>,
-    /// Token the app requires from the sidecar on its API routes (`APP_API_TOKEN`), if any.
-    pub app_api_token: Option<SecretString>,
     /// The app id orders go to (`TARGET_APP_ID`, default `order-processor`).
     pub target_app_id: String,
     /// Name of the cron input binding, which is also its route (`CRON_BINDING`, default `cron`).
@@ -116,14 +101,10 @@ impl Config {
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let file = vars.optional("ORDERS_FILE")?;
         Ok(Self {
-            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
-            port: vars.number_in("APP_PORT", 6002, 0..=u16::MAX)?,
+            service: Service::from_vars(vars, 6002)?,
             source: file.map_or(OrdersSource::Bundled, |path| {
                 OrdersSource::File(path.into())
             }),
-            dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
-            dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
-            app_api_token: vars.optional_token("APP_API_TOKEN")?,
             target_app_id: vars.name_or("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
             cron_binding: vars.name_or("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: invoke_timeout(vars)?,
@@ -147,7 +128,7 @@ impl Config {
 /// `CHUNK_BYTES`: at least what the largest valid order takes, so that every valid order
 /// fits in a chunk; at most daprd's body limit.
 fn chunk_bytes(vars: &Vars) -> Result<usize, ConfigError> {
-    let bytes = vars.number_in("CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 1..=DAPR_BODY_LIMIT)?;
+    let bytes = vars.number_in("CHUNK_BYTES", DEFAULT_CHUNK_BYTES, 1..=MAX_BODY_BYTES)?;
     let smallest = largest_order().largest();
     if bytes < smallest {
         return Err(ConfigError::new(
@@ -188,7 +169,7 @@ mod tests {
     fn every_variable_read_is_listed_with_the_default_the_code_applies() {
         let vars = Vars::from_pairs([]);
         Config::from_vars(&vars).unwrap();
-        let own = common::config::settings(&[SETTINGS, BINDING_TIMEOUT]);
+        let own = common::config::settings(&[SERVICE, SETTINGS, BINDING_TIMEOUT]);
         let mismatches = common::config::mismatches(&[&vars], &own);
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Bytes;
+use common::dapr::MAX_BODY_BYTES;
 use common::wire::Size;
 
 /// Which limit a chunk passed.
@@ -72,7 +73,8 @@ impl Chunk {
     /// as large as the chunk may grow (room not written to takes no memory), so that its
     /// body is not copied as it grows.
     fn new(index: usize, start: usize, orders: usize, bytes: usize) -> Self {
-        let mut body = Vec::with_capacity(bytes);
+        // No chunk is larger than daprd's 4 MiB, whatever the limit says.
+        let mut body = Vec::with_capacity(bytes.min(MAX_BODY_BYTES) + 2);
         body.push(b'[');
         Self {
             index,
@@ -170,12 +172,8 @@ impl Cutter {
         let closed = if full { self.building.take() } else { None };
         let chunk = self.building.get_or_insert_with(|| {
             self.chunks += 1;
-            let (orders, bytes) = (
-                self.limits.get(Limit::Orders),
-                self.limits.get(Limit::Bytes),
-            );
-            // No chunk is larger than daprd's 4 MiB, whatever the limit says.
-            Chunk::new(self.chunks - 1, number, orders, bytes.min(4 << 20) + 2)
+            let [orders, bytes] = [Limit::Orders, Limit::Bytes].map(|l| self.limits.get(l));
+            Chunk::new(self.chunks - 1, number, orders, bytes)
         });
         chunk.push(position, json, size);
         closed

@@ -54,11 +54,10 @@ pub struct App {
 impl App {
     /// Builds the clients and the routes.
     pub fn build(config: &Config) -> anyhow::Result<Self> {
-        let token = config.dapr_api_token.clone();
-        let sidecar = Sidecar::new(config.dapr_http_port, token, config.invoke_timeout)?;
+        let sidecar = config.service.sidecar(config.invoke_timeout)?;
         let sink = DaprSink::new(sidecar.clone(), config.target_app_id.clone());
         let runner = Runner::new(sink, config.source.clone(), config.settings);
-        let app_api_token = AppApiToken::new(config.app_api_token.clone());
+        let app_api_token = AppApiToken::new(config.service.app_api_token.clone());
         let state = AppState {
             runner: runner.clone(),
             sidecar,

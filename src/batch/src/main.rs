@@ -1,7 +1,6 @@
 //! batch: on every Dapr cron tick, sends the orders of its data file to order-processor.
 //! See the crate documentation in `lib.rs`.
 
-use anyhow::Context;
 use batch::{App, Config};
 use clap::Parser;
 
@@ -17,9 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = common::telemetry::init("batch")?;
     let config = Config::from_env()?;
     let app = App::build(&config)?;
-    let listener = tokio::net::TcpListener::bind((config.host, config.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let listener = config.service.listen().await?;
     tracing::info!(address = %listener.local_addr()?, orders = %config.source, "batch listening");
     app.serve(listener, common::shutdown::signal()).await
 }

@@ -7,11 +7,14 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::net::IpAddr;
 use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::SecretString;
+
+use crate::dapr::Sidecar;
 
 /// The variable both services read for how long order-processor gives one binding call.
 pub const BINDING_TIMEOUT_VAR: &str = "BINDING_TIMEOUT_SECS";
@@ -143,6 +146,57 @@ pub fn doc_holds(doc: &std::path::Path, name: &str, settings: &[Setting]) -> Res
 /// How long order-processor gives one binding call (`BINDING_TIMEOUT_SECS`).
 pub fn binding_timeout(vars: &Vars) -> Result<Duration, ConfigError> {
     vars.seconds_in(BINDING_TIMEOUT_VAR, DEFAULT_BINDING_TIMEOUT_SECS, 1..=300)
+}
+
+/// What both services read to listen and to reach their sidecar, as lines of [`settings`];
+/// `APP_PORT`, whose default is each service's own, is in each service's list.
+pub const SERVICE: &str = "
+DAPR_HTTP_PORT | 3500 | the sidecar's HTTP port
+DAPR_API_TOKEN | | token the sidecar requires, sent as `dapr-api-token`
+APP_API_TOKEN | | token the service requires from its sidecar on its API routes (not the health checks); Container Apps sets it
+APP_HOST | 127.0.0.1 | address to listen on (containers use `0.0.0.0`)
+";
+
+/// Where a service listens and how it reaches its sidecar ([`SERVICE`] and `APP_PORT`).
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Address to listen on (`APP_HOST`).
+    pub host: IpAddr,
+    /// Port to listen on (`APP_PORT`; 0 picks a free one).
+    pub port: u16,
+    /// The sidecar's HTTP port (`DAPR_HTTP_PORT`).
+    pub dapr_http_port: u16,
+    /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
+    pub dapr_api_token: Option<SecretString>,
+    /// Token the app requires from the sidecar on its API routes (`APP_API_TOKEN`), if any.
+    pub app_api_token: Option<SecretString>,
+}
+
+impl Service {
+    /// Reads [`SERVICE`]'s variables, and `APP_PORT` with `port` as its default.
+    pub fn from_vars(vars: &Vars, port: u16) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
+            port: vars.number_in("APP_PORT", port, 0..=u16::MAX)?,
+            dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
+            dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
+            app_api_token: vars.optional_token("APP_API_TOKEN")?,
+        })
+    }
+
+    /// A client for the sidecar; each call may take `timeout`.
+    pub fn sidecar(&self, timeout: Duration) -> Result<Sidecar, reqwest::Error> {
+        Sidecar::new(self.dapr_http_port, self.dapr_api_token.clone(), timeout)
+    }
+
+    /// Binds the listener: in `main`, so that tests can serve on a port of their own.
+    pub async fn listen(&self) -> std::io::Result<tokio::net::TcpListener> {
+        let (host, port) = (self.host, self.port);
+        let listener = tokio::net::TcpListener::bind((host, port)).await;
+        listener.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot listen on {host}:{port}: {e}"))
+        })
+    }
 }
 
 /// A configuration value that is missing or malformed.

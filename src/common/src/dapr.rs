@@ -10,6 +10,10 @@ use secrecy::{ExposeSecret, SecretString};
 /// The header that carries Dapr API tokens, in both directions.
 pub const API_TOKEN_HEADER: &str = "dapr-api-token";
 
+/// daprd's request body limit (`--max-body-size`, 4 MiB by default; also the limit of its
+/// gRPC API), which order-processor applies to its own requests too.
+pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
 /// How long a health check may take before the sidecar counts as unavailable.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 

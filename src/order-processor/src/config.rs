@@ -1,9 +1,9 @@
 //! order-processor's settings, read once from environment variables at start-up.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use common::config::{BINDING_TIMEOUT, ConfigError, Setting, Vars};
+use common::config::{BINDING_TIMEOUT, ConfigError, SERVICE, Service, Setting, Vars};
+use common::telemetry;
 use secrecy::SecretString;
 
 /// How order-processor reaches PostgreSQL for reads and migrations.
@@ -44,8 +44,8 @@ impl EntraDatabase {
     }
 }
 
-/// What order-processor reads besides [`BINDING_TIMEOUT`] and the telemetry's variables, as
-/// lines of [`common::config::settings`].
+/// What order-processor reads besides [`SERVICE`], [`BINDING_TIMEOUT`] and the telemetry's
+/// variables, as lines of [`common::config::settings`].
 const SETTINGS: &str = "
 DATABASE_URL | | PostgreSQL URL of an ordinary role (local runs and tests); unset, `DB_HOST`, `DB_NAME` and `DB_USER` sign in with Microsoft Entra ID (Azure)
 DB_HOST | | the server's host name, signed in to with Entra tokens over TLS with the server verified (`verify-full`)
@@ -53,31 +53,25 @@ DB_PORT | 5432 | the server's port (with `DB_HOST`)
 DB_NAME | | the database (with `DB_HOST`)
 DB_USER | | the app's role: its managed identity's name (with `DB_HOST`)
 AZURE_CLIENT_ID | | the client id of the managed identity whose tokens sign in (with `DB_HOST`); unset, the container's only identity
-APP_HOST | 127.0.0.1 | address to listen on (containers use `0.0.0.0`)
 APP_PORT | 6001 | port to listen on (0: any free port)
 DB_MAX_CONNECTIONS | 5 | pool size
 DB_ACQUIRE_TIMEOUT_SECS | 5 | wait for a pooled connection
 DB_STARTUP_TIMEOUT_SECS | 30 | keep retrying the migrations this long at start-up
-DAPR_HTTP_PORT | 3500 | the sidecar's HTTP port (health, metadata, restart)
 DAPR_GRPC_PORT | 50001 | the sidecar's gRPC port (bindings)
-DAPR_API_TOKEN | | token the sidecar requires, sent as `dapr-api-token`
-APP_API_TOKEN | | token order-processor requires from its sidecar on its API routes (not the health checks); Container Apps sets it
 SQLDB_BINDING | sqldb | name of the PostgreSQL binding component
 MAX_ORDERS_PER_REQUEST | 5000 | most orders one request may carry
 ";
 
 /// Every variable order-processor reads, with its default and meaning.
 pub fn settings() -> Vec<Setting> {
-    common::config::settings(&[SETTINGS, BINDING_TIMEOUT, common::telemetry::SETTINGS])
+    common::config::settings(&[SERVICE, SETTINGS, BINDING_TIMEOUT, telemetry::SETTINGS])
 }
 
 /// Everything order-processor can be configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Address to listen on (`APP_HOST`, default 127.0.0.1; containers set 0.0.0.0).
-    pub host: IpAddr,
-    /// Port to listen on (`APP_PORT`, default 6001; 0 picks a free one).
-    pub port: u16,
+    /// Where it listens (`APP_PORT` 6001 by default) and how it reaches its sidecar.
+    pub service: Service,
     /// The connection for reads and migrations, as an ordinary role: `DATABASE_URL`, or
     /// `DB_HOST`, `DB_NAME` and `DB_USER` for Microsoft Entra ID authentication.
     pub database: Database,
@@ -87,14 +81,8 @@ pub struct Config {
     pub db_acquire_timeout: Duration,
     /// How long start-up keeps retrying the migrations (`DB_STARTUP_TIMEOUT_SECS`, default 30).
     pub db_startup_timeout: Duration,
-    /// The sidecar's HTTP port (`DAPR_HTTP_PORT`, default 3500).
-    pub dapr_http_port: u16,
     /// The sidecar's gRPC port (`DAPR_GRPC_PORT`, default 50001).
     pub dapr_grpc_port: u16,
-    /// Token the sidecar requires from the app (`DAPR_API_TOKEN`), if any.
-    pub dapr_api_token: Option<SecretString>,
-    /// Token the app requires from the sidecar on its API routes (`APP_API_TOKEN`), if any.
-    pub app_api_token: Option<SecretString>,
     /// Name of the PostgreSQL output binding component (`SQLDB_BINDING`, default `sqldb`).
     pub binding_name: String,
     /// Most orders one request may carry (`MAX_ORDERS_PER_REQUEST`, default 5000).
@@ -106,9 +94,6 @@ pub struct Config {
 
 /// The PostgreSQL binding's name (components/sqldb.yaml).
 pub const DEFAULT_SQLDB_BINDING: &str = "sqldb";
-
-/// The largest request body accepted: daprd's own default limit (4 MiB).
-pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 impl Config {
     /// Reads the configuration from the process environment.
@@ -131,16 +116,12 @@ impl Config {
             }
         };
         Ok(Self {
-            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
-            port: vars.number_in("APP_PORT", 6001, 0..=u16::MAX)?,
+            service: Service::from_vars(vars, 6001)?,
             database,
             db_max_connections: vars.number_in("DB_MAX_CONNECTIONS", 5, 1..=100)?,
             db_acquire_timeout: vars.seconds_in("DB_ACQUIRE_TIMEOUT_SECS", 5, 1..=60)?,
             db_startup_timeout: vars.seconds_in("DB_STARTUP_TIMEOUT_SECS", 30, 0..=3600)?,
-            dapr_http_port: vars.number_in("DAPR_HTTP_PORT", 3500, 1..=u16::MAX)?,
             dapr_grpc_port: vars.number_in("DAPR_GRPC_PORT", 50001, 1..=u16::MAX)?,
-            dapr_api_token: vars.optional_token("DAPR_API_TOKEN")?,
-            app_api_token: vars.optional_token("APP_API_TOKEN")?,
             binding_name: vars.name_or("SQLDB_BINDING", DEFAULT_SQLDB_BINDING)?,
             max_orders_per_request: vars.number_in("MAX_ORDERS_PER_REQUEST", 5000, 1..=10_000)?,
             binding_timeout: common::config::binding_timeout(vars)?,
@@ -160,7 +141,7 @@ mod tests {
         );
         Config::from_vars(&url).unwrap();
         Config::from_vars(&entra).unwrap();
-        let own = common::config::settings(&[SETTINGS, BINDING_TIMEOUT]);
+        let own = common::config::settings(&[SERVICE, SETTINGS, BINDING_TIMEOUT]);
         let mismatches = common::config::mismatches(&[&url, &entra], &own);
         assert!(mismatches.is_empty(), "{mismatches:#?}");
     }
@@ -184,10 +165,10 @@ mod tests {
     fn defaults_match_the_components_and_the_run_script() {
         let config =
             Config::from_vars(&Vars::from_pairs([("DATABASE_URL", "postgres://x@y/z")])).unwrap();
-        assert_eq!(config.port, 6001);
+        assert_eq!(config.service.port, 6001);
         assert_eq!(config.binding_name, "sqldb");
         assert_eq!(config.dapr_grpc_port, 50001);
-        assert!(config.host.is_loopback());
+        assert!(config.service.host.is_loopback());
         assert!(matches!(config.database, Database::Url(_)));
     }
 

@@ -25,8 +25,9 @@ use sqlx::PgPool;
 
 pub use binding::{DaprBinding, OrderWriter};
 use binding_watch::{AppDatabase, BindingWatch};
+pub use common::dapr::MAX_BODY_BYTES;
 pub use common::order::WriteOutcome;
-pub use config::{Config, Database, EntraDatabase, MAX_BODY_BYTES, settings};
+pub use config::{Config, Database, EntraDatabase, settings};
 pub use error::ApiError;
 pub use routes::router;
 
@@ -63,16 +64,13 @@ impl App {
     /// except that with Microsoft Entra ID the first token is fetched.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let pool = db::pool(config).await?;
-        let sidecar = Sidecar::new(
-            config.dapr_http_port,
-            config.dapr_api_token.clone(),
-            Duration::from_secs(10),
-        )
-        .context("cannot build the HTTP client for the Dapr sidecar")?;
+        let sidecar = (config.service)
+            .sidecar(Duration::from_secs(10))
+            .context("cannot build the HTTP client for the Dapr sidecar")?;
         let writer = DaprBinding::new(
             config.dapr_grpc_port,
             config.binding_name.clone(),
-            config.dapr_api_token.clone(),
+            config.service.dapr_api_token.clone(),
             config.binding_timeout,
         )
         .context("cannot build the gRPC client for the Dapr sidecar")?;
@@ -92,7 +90,7 @@ impl App {
             writer,
             max_orders_per_request: config.max_orders_per_request,
             schema_ready: Arc::clone(&schema_ready),
-            app_api_token: AppApiToken::new(config.app_api_token.clone()),
+            app_api_token: AppApiToken::new(config.service.app_api_token.clone()),
         };
         Ok(Self {
             router: router(state),

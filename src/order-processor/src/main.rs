@@ -1,7 +1,6 @@
 //! order-processor: takes orders through Dapr service invocation and stores them through
 //! the Dapr PostgreSQL binding. See the crate documentation in `lib.rs`.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use order_processor::bootstrap::{self, BootstrapConfig};
 use order_processor::{App, Config};
@@ -32,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = Config::from_env()?;
     let app = App::build(&config).await?;
-    let listener = tokio::net::TcpListener::bind((config.host, config.port))
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", config.host, config.port))?;
+    let listener = config.service.listen().await?;
     tracing::info!(address = %listener.local_addr()?, "order-processor listening");
     app.serve(listener, common::shutdown::signal()).await
 }
