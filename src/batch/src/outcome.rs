@@ -31,8 +31,10 @@ pub enum Reply {
     NoAnswer(String),
 }
 
-/// What became of a chunk, as far as the answer tells.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of a chunk, as far as the answer tells; its name, as a chunk's span carries
+/// it, is written in snake case (`<&str>::from`).
+#[derive(Debug, Clone, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ChunkOutcome {
     /// Stored: some new, some already there, some in conflict, as order-processor counted
     /// them (the counts add up to the chunk's orders).
@@ -58,18 +60,6 @@ pub enum ChunkOutcome {
         /// The setting, deployment or database to change.
         what_to_change: String,
     },
-}
-
-impl ChunkOutcome {
-    /// The outcome's name, as a chunk's span carries it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Stored(_) => "stored",
-            Self::TooLarge { .. } => "too_large",
-            Self::RetryLater { .. } => "retry_later",
-            Self::CannotSend { .. } => "cannot_send",
-        }
-    }
 }
 
 /// Decides what `reply` means for a chunk of `orders` orders:

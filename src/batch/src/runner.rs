@@ -203,7 +203,7 @@ impl<S: OrderSink> Runner<S> {
             }
             _ => {
                 if progress.done() {
-                    tracing::info!(file = %shared.source, "every order of the file is settled: later runs skip it until it changes");
+                    tracing::info!(file = %shared.source.path().display(), "every order of the file is settled: later runs skip it until it changes");
                 }
                 Outcome::Completed
             }
@@ -321,7 +321,7 @@ impl<S: OrderSink> Runner<S> {
         let body = chunk.body();
         let submitting = (self.0.submitter).submit(&body, chunk.len(), &trace);
         let outcome = submitting.instrument(span.clone()).await;
-        span.record("outcome", outcome.name());
+        span.record("outcome", <&str>::from(&outcome));
         if let ChunkOutcome::Stored(stored) = &outcome {
             span.record("inserted", stored.inserted);
         }

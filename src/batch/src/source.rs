@@ -3,7 +3,6 @@
 //! cannot mix into the run. Its SHA-256 ([`Digest`]) says whether it changed. Reading is
 //! blocking work, done on a blocking thread.
 
-use std::fmt;
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -39,15 +38,6 @@ pub enum OrdersSource {
     File(PathBuf),
 }
 
-impl fmt::Display for OrdersSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Bundled => f.write_str("bundled orders.json"),
-            Self::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
 impl OrdersSource {
     /// Opens the source from its start, with its size in bytes.
     pub fn open(&self) -> Result<(Box<dyn Input>, u64), Error> {
@@ -61,10 +51,10 @@ impl OrdersSource {
         }
     }
 
-    /// The path to name in messages.
+    /// The path to name in messages and logs.
     pub fn path(&self) -> &Path {
         match self {
-            Self::Bundled => Path::new("orders.json"),
+            Self::Bundled => Path::new("bundled orders.json"),
             Self::File(path) => path,
         }
     }

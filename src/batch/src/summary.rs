@@ -7,9 +7,10 @@ use serde::Serialize;
 use crate::progress::SetAside;
 use crate::survey::MAX_LISTED;
 
-/// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+/// How a run ended; its name is written in snake case (`<&str>::from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default, strum::IntoStaticStr)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// Every order is stored as the file has it (now or by an earlier run).
     #[default]
@@ -23,19 +24,6 @@ pub enum Outcome {
     Failed,
     /// The service is shutting down; the rest is left for the next run.
     Cancelled,
-}
-
-impl Outcome {
-    /// The outcome as it is written in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Completed => "completed",
-            Self::Unchanged => "unchanged",
-            Self::Partial => "partial",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
 }
 
 /// The figures of one run. Every order is counted once:
@@ -114,7 +102,7 @@ impl Summary {
     /// Puts the outcome and the counts on the run's span (declared in
     /// [`crate::runner::Runner::run`]), where a trace shows them.
     pub fn record_on(&self, span: &tracing::Span) {
-        span.record("outcome", self.outcome.as_str());
+        span.record("outcome", <&str>::from(self.outcome));
         for (name, value) in [
             ("orders.read", self.read),
             ("orders.submitted", self.submitted),
@@ -143,7 +131,7 @@ impl Summary {
             ($level:ident) => {
                 tracing::$level!(
                     trigger,
-                    outcome = self.outcome.as_str(),
+                    outcome = <&str>::from(self.outcome),
                     read = self.read,
                     submitted = self.submitted,
                     inserted = self.inserted,
@@ -172,6 +160,15 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outcome_is_logged_by_the_name_its_json_gives_it() {
+        use Outcome::*;
+        for outcome in [Completed, Unchanged, Partial, Failed, Cancelled] {
+            let json = serde_json::to_value(outcome).unwrap();
+            assert_eq!(json, <&str>::from(outcome));
+        }
+    }
 
     #[test]
     fn the_identity_fails_when_an_order_is_counted_twice_or_not_at_all() {
