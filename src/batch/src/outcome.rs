@@ -17,19 +17,10 @@ const MAX_MESSAGE_CHARS: usize = 300;
 pub const SAME_VERSION: &str =
     "run batch and order-processor of the same release: they disagree on the request or the answer";
 
-/// What came back from one attempt to send a chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    /// An answer, from the sidecar or from order-processor.
-    Answered {
-        /// Its status.
-        status: StatusCode,
-        /// Its body.
-        body: Bytes,
-    },
-    /// No answer: the sidecar could not be reached, or did not answer in time.
-    NoAnswer(String),
-}
+/// What came back from one attempt to send a chunk: an answer's status and body, from the
+/// sidecar or from order-processor; or no answer (the sidecar could not be reached, or did
+/// not answer in time), and why.
+pub type Reply = Result<(StatusCode, Bytes), String>;
 
 /// What became of a chunk, as far as the answer tells; its name, as a chunk's span carries
 /// it, is written in snake case (`<&str>::from`).
@@ -73,12 +64,12 @@ pub enum ChunkOutcome {
 /// | 408, 429, any other 5xx, no answer | [`ChunkOutcome::RetryLater`] |
 pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
     let (status, body) = match reply {
-        Reply::NoAnswer(why) => {
+        Err(why) => {
             return ChunkOutcome::RetryLater {
                 reason: format!("no answer through the sidecar: {why}"),
             };
         }
-        Reply::Answered { status, body } => (status, body),
+        Ok(answer) => answer,
     };
     if status.is_success() {
         return stored(orders, status, &body);
@@ -226,10 +217,10 @@ mod tests {
     fn answer(status: u16, body: &str) -> ChunkOutcome {
         decide(
             3,
-            Reply::Answered {
-                status: StatusCode::from_u16(status).unwrap(),
-                body: Bytes::from(body.to_owned()),
-            },
+            Ok((
+                StatusCode::from_u16(status).unwrap(),
+                Bytes::from(body.to_owned()),
+            )),
         )
     }
 
@@ -310,7 +301,7 @@ mod tests {
         let one = |status, body: &str| {
             let status = StatusCode::from_u16(status).unwrap();
             let body = Bytes::from(body.to_owned());
-            decide(1, Reply::Answered { status, body })
+            decide(1, Ok((status, body)))
         };
         let refusals = [
             (
@@ -401,7 +392,7 @@ mod tests {
             );
         }
         assert!(matches!(
-            decide(1, Reply::NoAnswer("connection refused".into())),
+            decide(1, Err("connection refused".into())),
             ChunkOutcome::RetryLater { reason } if reason.contains("connection refused")
         ));
     }

@@ -50,12 +50,12 @@ impl OrderSink for DaprSink {
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(error) => return Reply::NoAnswer(format!("{:#}", anyhow::Error::new(error))),
+            Err(error) => return Err(format!("{:#}", anyhow::Error::new(error))),
         };
         let status = response.status();
         match response.bytes().await {
-            Ok(body) => Reply::Answered { status, body },
-            Err(error) => Reply::NoAnswer(format!(
+            Ok(body) => Ok((status, body)),
+            Err(error) => Err(format!(
                 "the answer ({status}) broke off: {:#}",
                 anyhow::Error::new(error)
             )),
@@ -135,18 +135,17 @@ mod tests {
     }
 
     fn status(code: u16) -> Reply {
-        Reply::Answered {
-            status: StatusCode::from_u16(code).unwrap(),
-            body: Bytes::from_static(
-                br#"{"received":1,"inserted":1,"unchanged":0,"conflicts":[]}"#,
-            ),
-        }
+        let stored = br#"{"received":1,"inserted":1,"unchanged":0,"conflicts":[]}"#;
+        Ok((
+            StatusCode::from_u16(code).unwrap(),
+            Bytes::from_static(stored),
+        ))
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_that_may_pass_are_retried_with_backoff_until_they_pass() {
         let script = Script(Arc::new(Mutex::new(vec![
-            Reply::NoAnswer("refused".into()),
+            Err("refused".into()),
             status(503),
             status(200),
         ])));

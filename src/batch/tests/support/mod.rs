@@ -123,10 +123,10 @@ impl FakeOrderProcessor {
 
 /// An answer with a JSON body.
 pub fn answer(status: u16, body: &Value) -> Reply {
-    Reply::Answered {
-        status: StatusCode::from_u16(status).unwrap(),
-        body: Bytes::from(body.to_string()),
-    }
+    Ok((
+        StatusCode::from_u16(status).unwrap(),
+        Bytes::from(body.to_string()),
+    ))
 }
 
 /// order-processor's error shape.
