@@ -134,17 +134,14 @@ async fn readyz<S: OrderSink>(State(state): State<AppState<S>>) -> impl IntoResp
     (StatusCode::OK, Json(json!({ "sidecar": "ok" })))
 }
 
-/// Starts blocking work (reading and judging the file, cutting chunks) on a blocking
-/// thread at once, and returns its result to await. A panic there is resumed where it is
-/// awaited; [`Error::Stopped`] when the runtime is shutting down.
-pub(crate) fn blocking<T: Send + 'static>(
+/// Runs blocking work (reading and judging the file, cutting chunks) on a blocking thread.
+/// A panic there is resumed here; [`Error::Stopped`] when the runtime is shutting down.
+pub(crate) async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
-) -> impl Future<Output = Result<T, Error>> {
-    let task = tokio::task::spawn_blocking(work);
-    async move {
-        task.await.map_err(|error| match error.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(_) => Error::Stopped,
-        })
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(_) => Err(Error::Stopped),
     }
 }

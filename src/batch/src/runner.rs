@@ -232,12 +232,7 @@ impl<S: OrderSink> Runner<S> {
                 Some((step.map(|(chunks, _)| chunks), more))
             }
         });
-        let stop = async {
-            tokio::select! {
-                () = self.0.cancel.cancelled() => {}
-                () = tokio::time::sleep_until(deadline) => {}
-            }
-        };
+        let stop = (self.0.cancel).run_until_cancelled(tokio::time::sleep_until(deadline));
         {
             let mut outcomes = pin!(
                 steps

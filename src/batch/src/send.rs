@@ -87,31 +87,24 @@ impl<S: OrderSink> Submitter<S> {
     pub async fn submit(&self, body: &Bytes, orders: usize, trace: &TraceHeaders) -> ChunkOutcome {
         let attempt = || async {
             match decide(orders, self.sink.send(body.clone(), trace).await) {
-                again @ ChunkOutcome::RetryLater { .. } => Err(again),
+                ChunkOutcome::RetryLater { reason } => Err(reason),
                 known => Ok(known),
             }
         };
         attempt
             .retry(self.backoff)
             .sleep(tokio::time::sleep)
-            .notify(|outcome, delay| {
-                if let ChunkOutcome::RetryLater { reason } = outcome {
-                    tracing::warn!(
-                        reason,
-                        retry_in_ms = delay.as_millis(),
-                        "submitting a chunk failed; retrying"
-                    );
-                }
+            .notify(|reason, delay| {
+                let retry_in_ms = delay.as_millis();
+                tracing::warn!(reason, retry_in_ms, "submitting a chunk failed; retrying");
             })
             .await
-            .unwrap_or_else(|last| {
-                if let ChunkOutcome::RetryLater { reason } = &last {
-                    tracing::warn!(
-                        reason,
-                        "submitting a chunk failed; it is left for the next run"
-                    );
-                }
-                last
+            .unwrap_or_else(|reason| {
+                tracing::warn!(
+                    reason,
+                    "submitting a chunk failed; it is left for the next run"
+                );
+                ChunkOutcome::RetryLater { reason }
             })
     }
 }
