@@ -134,38 +134,26 @@ pub fn decide(orders: usize, reply: Reply) -> ChunkOutcome {
 }
 
 fn stored(orders: usize, status: StatusCode, body: &[u8]) -> ChunkOutcome {
-    match serde_json::from_slice::<WriteOutcome>(body) {
+    let problem = match serde_json::from_slice::<WriteOutcome>(body) {
         Ok(outcome)
             if outcome.received == orders as u64
                 && outcome.inserted + outcome.unchanged + outcome.conflicts.len() as u64
                     == outcome.received =>
         {
-            ChunkOutcome::Stored(outcome)
+            return ChunkOutcome::Stored(outcome);
         }
-        Ok(outcome) => cannot_send(
-            format!(
-                "order-processor answered {status} for {orders} orders with counts that do not \
-                 add up: {} received, {} inserted, {} unchanged, {} conflicts",
-                outcome.received,
-                outcome.inserted,
-                outcome.unchanged,
-                outcome.conflicts.len()
-            ),
-            SAME_VERSION,
-        ),
+        Ok(_) => format!("for {orders} orders with counts that do not add up"),
         // daprd sends the status before it copies the body, and cannot take it back when
         // the copy fails (the other sidecar stopped): an answer cut short may pass later.
-        Err(error) if error.is_eof() => ChunkOutcome::RetryLater {
-            reason: format!("the answer ({status}) was cut short: {error}"),
-        },
-        Err(error) => cannot_send(
-            format!(
-                "order-processor answered {status} with a body batch cannot read ({error}): {}",
-                excerpt(&String::from_utf8_lossy(body))
-            ),
-            SAME_VERSION,
-        ),
-    }
+        Err(error) if error.is_eof() => {
+            let reason = format!("the answer ({status}) was cut short: {error}");
+            return ChunkOutcome::RetryLater { reason };
+        }
+        Err(error) => format!("with a body batch cannot read ({error})"),
+    };
+    let answer = excerpt(&String::from_utf8_lossy(body));
+    let reason = format!("order-processor answered {status} {problem}: {answer}");
+    cannot_send(reason, SAME_VERSION)
 }
 
 fn cannot_send(reason: String, what_to_change: &str) -> ChunkOutcome {
@@ -255,7 +243,12 @@ mod tests {
             r#"{"received":3}"#,
             r#"{"received":2,"inserted":2,"unchanged":0,"conflicts":[]}"#,
         ] {
-            assert_eq!(what_to_change(&answer(200, body)), SAME_VERSION, "{body}");
+            let refused = answer(200, body);
+            assert_eq!(what_to_change(&refused), SAME_VERSION, "{body}");
+            let ChunkOutcome::CannotSend { reason, .. } = refused else {
+                unreachable!()
+            };
+            assert!(reason.ends_with(&format!(": {body}")), "{reason}");
         }
         for body in ["", r#"{"received":3,"ins"#] {
             assert!(
