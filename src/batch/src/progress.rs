@@ -85,8 +85,6 @@ pub struct FileProgress {
     pub digest: Digest,
     /// How many orders it holds.
     pub read: u64,
-    /// Whether its problems were logged (once per file).
-    pub problems_logged: bool,
     settled: Vec<bool>,
     set_aside: Vec<SetAside>,
     new_set_aside: Vec<SetAside>,
@@ -98,7 +96,6 @@ impl FileProgress {
         Self {
             digest: survey.digest,
             read: survey.read,
-            problems_logged: false,
             settled: vec![false; survey.sendable],
             set_aside: Vec::new(),
             new_set_aside: Vec::new(),
@@ -173,7 +170,6 @@ mod tests {
         FileProgress {
             digest: [0; 32],
             read: sendable as u64,
-            problems_logged: false,
             settled: vec![false; sendable],
             set_aside: Vec::new(),
             new_set_aside: Vec::new(),

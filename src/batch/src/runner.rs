@@ -165,7 +165,10 @@ impl<S: OrderSink> Runner<S> {
         };
         let progress = match known.take() {
             Some(progress) if progress.digest == survey.digest => known.insert(progress),
-            _ => known.insert(FileProgress::of(&survey)),
+            _ => {
+                survey.problems.log();
+                known.insert(FileProgress::of(&survey))
+            }
         };
         (summary.read, summary.rejected, summary.duplicates) =
             (survey.read, survey.rejected, survey.duplicates);
@@ -186,10 +189,6 @@ impl<S: OrderSink> Runner<S> {
         // What was not cut, not sent, or on its way when the run stopped.
         let left = sendable.saturating_sub(finished + skipped + waiting);
         summary.deferred += left;
-        if !progress.problems_logged {
-            feed.survey.problems.log();
-            progress.problems_logged = true;
-        }
         match read {
             _ if shared.cancel.is_cancelled() => Outcome::Cancelled,
             Err(error) if !matches!(error, Error::Stopped) => self.failed(&error, summary),

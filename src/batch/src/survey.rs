@@ -39,7 +39,7 @@ const NOT_SENT: u32 = u32::MAX;
 const HASHER: FixedState = FixedState::with_seed(0x6f72_6465_7273);
 
 /// The problems a run found in the data: the first [`MAX_LISTED`], and how many more.
-/// Logged once per file, after the run ([`Problems::log`]).
+/// Logged once per file, when a run first reads it ([`Problems::log`]).
 #[derive(Debug, Default)]
 pub struct Problems {
     listed: Vec<OrderError>,
