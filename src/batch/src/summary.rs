@@ -99,23 +99,14 @@ impl Summary {
         };
     }
 
-    /// Puts the outcome and the counts on the run's span (declared in
-    /// [`crate::runner::Runner::run`]), where a trace shows them.
+    /// Puts the outcome and the counts on the run's span, where a trace shows them: each
+    /// count as `orders.` and its name in JSON, for the counts the span declares
+    /// ([`crate::runner::Runner::run`]).
     pub fn record_on(&self, span: &tracing::Span) {
         span.record("outcome", <&str>::from(self.outcome));
-        for (name, value) in [
-            ("orders.read", self.read),
-            ("orders.submitted", self.submitted),
-            ("orders.inserted", self.inserted),
-            ("orders.already_present", self.already_present),
-            ("orders.conflicts", self.conflicts),
-            ("orders.rejected", self.rejected),
-            ("orders.duplicates", self.duplicates),
-            ("orders.skipped", self.skipped),
-            ("orders.deferred", self.deferred),
-            ("orders.unsendable", self.unsendable),
-        ] {
-            span.record(name, value);
+        let json = serde_json::to_value(self).unwrap_or_default();
+        for (name, count) in json.as_object().into_iter().flatten() {
+            span.record(format!("orders.{name}").as_str(), count.as_u64());
         }
         if self.outcome == Outcome::Failed {
             span.record("otel.status_code", "ERROR");
