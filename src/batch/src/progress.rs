@@ -57,22 +57,6 @@ pub struct SetAside {
 }
 
 impl SetAside {
-    /// The orders of `chunk`, to set aside.
-    pub fn new(chunk: &Chunk, reason: String, what_to_change: String) -> Self {
-        Self {
-            chunk: chunk.index,
-            first: chunk.first_position(),
-            orders: chunk.len(),
-            reason,
-            what_to_change,
-            attempts: 0,
-            next_attempt_in_secs: 0,
-            start: chunk.start,
-            retry_at: Instant::now(),
-            retried: false,
-        }
-    }
-
     fn overlaps(&self, start: usize, len: usize) -> bool {
         self.start < start + len && start < self.start + self.orders
     }
@@ -121,15 +105,24 @@ impl FileProgress {
         self.mark_retried(start, len);
     }
 
-    /// Sets orders aside, one attempt more than the spans they were in before.
-    pub fn set_aside(&mut self, mut entry: SetAside) {
-        let overlapping = self
-            .set_aside
-            .iter()
-            .filter(|s| s.overlaps(entry.start, entry.orders));
-        entry.attempts = overlapping.map(|s| s.attempts).max().unwrap_or(0) + 1;
-        entry.retry_at = Instant::now() + pause(entry.attempts);
-        self.mark_retried(entry.start, entry.orders);
+    /// Sets the orders of `chunk` aside, one attempt more than the spans they were in before.
+    pub fn set_aside(&mut self, chunk: &Chunk, reason: String, what_to_change: String) {
+        let (start, orders) = (chunk.start, chunk.len());
+        let overlapping = self.set_aside.iter().filter(|s| s.overlaps(start, orders));
+        let attempts = overlapping.map(|s| s.attempts).max().unwrap_or(0) + 1;
+        let entry = SetAside {
+            chunk: chunk.index,
+            first: chunk.first_position(),
+            orders,
+            reason,
+            what_to_change,
+            attempts,
+            next_attempt_in_secs: 0,
+            start,
+            retry_at: Instant::now() + pause(attempts),
+            retried: false,
+        };
+        self.mark_retried(start, orders);
         self.new_set_aside.push(entry);
     }
 
@@ -176,8 +169,8 @@ mod tests {
         }
     }
 
-    /// Orders `start..start + len` set aside, as one chunk.
-    fn aside(start: usize, len: usize) -> SetAside {
+    /// Sets orders `start..start + len` aside, as one chunk.
+    fn aside(progress: &mut FileProgress, start: usize, len: usize) {
         let mut cutter = Cutter::new(Arc::new(Limits::new(len, usize::MAX)));
         let json = br#"{"orderid":1,"customer":"A","price":1}"#;
         for number in start..start + len {
@@ -188,7 +181,7 @@ mod tests {
             assert!(cutter.push(number, number as u64, json, size).is_none());
         }
         let chunk = cutter.finish().unwrap();
-        SetAside::new(&chunk, "404".into(), "TARGET_APP_ID".into())
+        progress.set_aside(&chunk, "404".into(), "TARGET_APP_ID".into());
     }
 
     #[test]
@@ -200,7 +193,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_span_set_aside_again_counts_its_attempts_and_waits_longer() {
         let mut progress = file(10);
-        progress.set_aside(aside(0, 4));
+        aside(&mut progress, 0, 4);
         assert_eq!(progress.end_run(Instant::now())[0].next_attempt_in_secs, 10);
         let skips = progress.skips(Instant::now());
         assert_eq!((skips[3], skips[4]), (Some(false), None));
@@ -208,7 +201,7 @@ mod tests {
         assert_eq!(progress.skips(Instant::now())[0], None, "its pause is over");
         // Tried again in halves: one is stored, the other set aside a second time.
         progress.settle(0, 2);
-        progress.set_aside(aside(2, 2));
+        aside(&mut progress, 2, 2);
         let spans = progress.end_run(Instant::now()).to_vec();
         assert_eq!(
             (

@@ -25,7 +25,7 @@ use crate::config::Settings;
 use crate::cut::{Chunk, Cutter, Limit, Limits};
 use crate::error::Error;
 use crate::outcome::ChunkOutcome;
-use crate::progress::{FileProgress, SetAside};
+use crate::progress::FileProgress;
 use crate::send::{OrderSink, Submitter};
 use crate::source::OrdersSource;
 use crate::summary::{Outcome, Summary};
@@ -416,7 +416,7 @@ fn record(
             ..
         } => {
             summary.unsendable += len as u64;
-            progress.set_aside(SetAside::new(chunk, reason, what_to_change));
+            progress.set_aside(chunk, reason, what_to_change);
         }
     }
 }
