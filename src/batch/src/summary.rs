@@ -62,13 +62,9 @@ pub struct Summary {
     /// The spans that cannot be stored, why, and what to change (at most [`MAX_LISTED`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unsendable_chunks: Vec<SetAside>,
-    /// How many more spans cannot be stored.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub unsendable_chunks_not_listed: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+    /// How many more spans cannot be stored, when there are more.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsendable_chunks_not_listed: Option<u64>,
 }
 
 impl Summary {
@@ -91,7 +87,8 @@ impl Summary {
     pub fn end(&mut self, outcome: Outcome, set_aside: &[SetAside]) {
         let listed = set_aside.len().min(MAX_LISTED);
         self.unsendable_chunks = set_aside[..listed].to_vec();
-        self.unsendable_chunks_not_listed = (set_aside.len() - listed) as u64;
+        self.unsendable_chunks_not_listed =
+            (set_aside.len() > listed).then_some((set_aside.len() - listed) as u64);
         let clean = self.rejected + self.conflicts + self.deferred + self.unsendable == 0;
         self.outcome = match outcome {
             Outcome::Completed if !clean => Outcome::Partial,

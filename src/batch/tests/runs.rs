@@ -141,6 +141,39 @@ async fn an_order_order_processor_judges_otherwise_is_set_aside_as_another_relea
 }
 
 #[tokio::test]
+async fn the_summary_lists_twenty_spans_that_cannot_be_sent_and_counts_the_rest() {
+    let refused = || refusal(404, "not_found", "no such app");
+    let sink = Arc::new(FakeOrderProcessor::new(
+        usize::MAX,
+        move |_| Some(refused()),
+    ));
+    let file = orders_file(&(1..=25).collect::<Vec<_>>());
+    let summary = runner(&sink, &file, settings(1, 1))
+        .run("test", None)
+        .await
+        .unwrap();
+    assert_eq!(summary.unsendable, 25);
+    let first: Vec<u64> = summary.unsendable_chunks.iter().map(|s| s.first).collect();
+    assert_eq!(
+        first,
+        (0..20).collect::<Vec<_>>(),
+        "the first 20, in file order"
+    );
+    assert_eq!(summary.unsendable_chunks_not_listed, Some(5));
+    let json = serde_json::to_value(&summary).unwrap();
+    assert_eq!(json["unsendable_chunks_not_listed"], 5);
+
+    let one = orders_file(&[1]);
+    let summary = runner(&sink, &one, settings(1, 1))
+        .run("test", None)
+        .await
+        .unwrap();
+    assert_eq!(summary.unsendable_chunks_not_listed, None);
+    let json = serde_json::to_value(&summary).unwrap();
+    assert!(json.get("unsendable_chunks_not_listed").is_none(), "{json}");
+}
+
+#[tokio::test]
 async fn chunks_over_order_processors_limit_are_split_and_the_rest_are_cut_smaller() {
     let sink = Arc::new(FakeOrderProcessor::new(2, |_| None));
     let file = orders_file(&(1..=12).collect::<Vec<_>>());
