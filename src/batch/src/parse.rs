@@ -1,8 +1,8 @@
 //! Reading `{"orders":[...]}`, the format of the Azure sample's `orders.json`, block by
-//! block: the frame (`{"orders":[`, the commas, `]}`) is matched by hand, each element's
-//! extent found by its brackets and quotes, and the element handed over as it is written
-//! (whoever takes it checks that it is JSON). Memory holds a block and at most one
-//! element; an element over [`MAX_ORDER_BYTES`] stops the read. Anything else — a file
+//! block: the frame (`{"orders":[`, the commas, `]}`) is matched by hand a token at a time,
+//! each element's extent found by its brackets and quotes, and the element handed over as
+//! it is written (whoever takes it checks that it is JSON). Memory holds a block and at
+//! most one element, however much whitespace is around them; an element over [`MAX_ORDER_BYTES`] stops the read. Anything else — a file
 //! that is not JSON, another frame, an element that is not JSON — is read once more from
 //! its start by serde_json ([`Elements::failure`]), so that every error is serde_json's
 //! own, with its line and column in the file.
@@ -18,11 +18,20 @@ use sha2::{Digest as _, Sha256};
 use crate::error::Error;
 use crate::source::{Digest, Input, MAX_ORDER_BYTES};
 
-/// What comes next in the file.
+/// The key of the one field of the file's object, as it must be written.
+const KEY: &[u8] = b"\"orders\"";
+
+/// What comes next in the file, whitespace apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Next {
-    /// `{"orders":[`.
-    Frame,
+    /// `{`.
+    Open,
+    /// [`KEY`].
+    Key,
+    /// `:`.
+    Colon,
+    /// `[`.
+    Array,
     /// The first element, or `]`.
     First,
     /// An element (after a comma).
@@ -51,7 +60,6 @@ pub struct Elements {
     next: Next,
     eof: bool,
     hasher: Option<Sha256>,
-    content: bool,
     count: u64,
 }
 
@@ -66,10 +74,9 @@ impl Elements {
             buf: Vec::new(),
             pos: 0,
             behind: 0,
-            next: Next::Frame,
+            next: Next::Open,
             eof: false,
             hasher: digest.then(Sha256::new),
-            content: false,
             count: 0,
         }
     }
@@ -86,17 +93,21 @@ impl Elements {
         }
         self.fill()?;
         loop {
+            // Whitespace is passed over wherever it is, never kept.
+            let blank = self.buf[self.pos..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace());
+            self.pos += blank.count();
             let rest = &self.buf[self.pos..];
-            let at = self.pos + rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
-            let rest = &self.buf[at..];
             let (step, next) = match (self.next, rest.first()) {
                 (Next::Rest, None) if self.eof => (0, Next::Done),
                 (_, None) if !self.eof => break,
-                (Next::Frame, _) => match frame(rest) {
-                    Ok(len) => (len, Next::First),
-                    Err(true) if !self.eof => break,
-                    Err(_) => return Err(self.failure()),
-                },
+                (Next::Open, None) => return Err(Error::Empty(self.path.clone())),
+                (Next::Open, Some(b'{')) => (1, Next::Key),
+                (Next::Key, _) if rest.starts_with(KEY) => (KEY.len(), Next::Colon),
+                (Next::Key, _) if KEY.starts_with(rest) && !self.eof => break,
+                (Next::Colon, Some(b':')) => (1, Next::Array),
+                (Next::Array, Some(b'[')) => (1, Next::First),
                 (Next::First | Next::More, Some(b']')) => (1, Next::Close),
                 (Next::More, Some(b',')) => (1, Next::Element),
                 (Next::First | Next::Element, Some(_)) => {
@@ -120,7 +131,7 @@ impl Elements {
                 (Next::Close, Some(b'}')) => (1, Next::Rest),
                 _ => return Err(self.failure()),
             };
-            (self.pos, self.next) = (at + step, next);
+            (self.pos, self.next) = (self.pos + step, next);
             if next == Next::Done {
                 return Ok(false);
             }
@@ -164,16 +175,12 @@ impl Elements {
         if let Some(hasher) = &mut self.hasher {
             hasher.update(new);
         }
-        self.content = self.content || new.iter().any(|b| !b.is_ascii_whitespace());
         Ok(())
     }
 
     /// Why the file is not what it should be, as serde_json says it reading the file from
     /// its start up to a little past where this reader stopped.
     fn failure(&mut self) -> Error {
-        if self.eof && !self.content {
-            return Error::Empty(self.path.clone());
-        }
         let upto = self.behind + self.buf.len() as u64 + MAX_ORDER_BYTES as u64;
         if let Err(error) = self.input.seek(SeekFrom::Start(0)) {
             return self.io_error(error);
@@ -200,27 +207,6 @@ impl Elements {
     fn io_error(&self, source: std::io::Error) -> Error {
         Error::Io(self.path.clone(), source)
     }
-}
-
-/// The length of `{"orders":[` at the start of `bytes`, whitespace allowed between its
-/// parts; `Err(true)` when `bytes` ends before it could, `Err(false)` when it is not there.
-fn frame(bytes: &[u8]) -> Result<usize, bool> {
-    let mut at = 0;
-    for token in [&b"{"[..], b"\"orders\"", b":", b"["] {
-        at += bytes[at..]
-            .iter()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
-        let have = &bytes[at..bytes.len().min(at + token.len())];
-        if !token.starts_with(have) {
-            return Err(false);
-        }
-        if have.len() < token.len() {
-            return Err(true);
-        }
-        at += token.len();
-    }
-    Ok(at)
 }
 
 /// The length of the JSON value at the start of `bytes` as far as its brackets and quotes
@@ -345,6 +331,30 @@ mod tests {
     }
 
     #[test]
+    fn whitespace_is_not_kept_in_memory_wherever_it_is() {
+        let spaces = " ".repeat(1 << 20);
+        let content =
+            format!("{spaces}{{{spaces}\"orders\":[1,{spaces}2{spaces}]{spaces}}}{spaces}");
+        let input = Box::new(std::io::Cursor::new(content.into_bytes()));
+        let mut elements = Elements::new(input, "orders.json".into(), 1024, false);
+        let mut seen = 0;
+        while elements
+            .next_block(|_, _| {
+                seen += 1;
+                true
+            })
+            .unwrap()
+        {
+            assert!(
+                elements.buf.len() <= 1024,
+                "{} bytes kept",
+                elements.buf.len()
+            );
+        }
+        assert_eq!(seen, 2);
+    }
+
+    #[test]
     fn elements_are_handed_over_as_written() {
         let content = br#" {"orders" : [ {"orderid":1}, 2 ,"x",[3,{"y":"]}"}]] } "#;
         let expected = vec![r#"{"orderid":1}"#, "2", r#""x""#, r#"[3,{"y":"]}"}]"#];
@@ -403,8 +413,8 @@ mod tests {
                 );
             }
         }
-        for content in [&b""[..], b"  \n"] {
-            assert_eq!(whole(content).unwrap_err(), "orders.json is empty");
+        for (content, block) in [(&b""[..], 1 << 20), (b"  \n", 1), (b"  \n", 1 << 20)] {
+            assert_eq!(parse(content, block).unwrap_err(), "orders.json is empty");
         }
     }
 
