@@ -100,6 +100,7 @@ impl Config {
     /// Reads the configuration from `vars`.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let file = vars.optional("ORDERS_FILE")?;
+        let retry_ms = vars.number_in("INVOKE_RETRY_DELAY_MS", 250, 1..=60_000)?;
         Ok(Self {
             service: Service::from_vars(vars, 6002)?,
             source: file.map_or(OrdersSource::Bundled, |path| {
@@ -113,11 +114,7 @@ impl Config {
                 chunk_bytes: chunk_bytes(vars)?,
                 in_flight: vars.number_in("CHUNKS_IN_FLIGHT", 4, 1..=16)?,
                 max_retries: vars.number_in("INVOKE_MAX_RETRIES", 4, 0..=20)?,
-                retry_delay: Duration::from_millis(vars.number_in(
-                    "INVOKE_RETRY_DELAY_MS",
-                    250,
-                    1..=60_000,
-                )?),
+                retry_delay: Duration::from_millis(retry_ms),
                 deadline: vars.seconds_in("RUN_DEADLINE_SECS", 600, 1..=86_400)?,
                 block: BLOCK_BYTES,
             },
