@@ -36,7 +36,8 @@ use crate::survey::{Survey, survey};
 /// back-off on a target that is not there.
 const DOWN_AFTER: u32 = 2;
 
-/// Runs the file through the sink, one run at a time.
+/// Runs the file through the sink, one run at a time; clones share it.
+#[derive(Clone)]
 pub struct Runner<S>(Arc<Shared<S>>);
 
 struct Shared<S> {
@@ -47,12 +48,6 @@ struct Shared<S> {
     limits: Arc<Limits>,
     settings: Settings,
     cancel: CancellationToken,
-}
-
-impl<S> Clone for Runner<S> {
-    fn clone(&self) -> Self {
-        Self(Arc::clone(&self.0))
-    }
 }
 
 impl<S: OrderSink> Runner<S> {
