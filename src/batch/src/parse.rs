@@ -10,8 +10,7 @@
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, SeqAccess, Visitor};
+use serde::de::{SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest as _, Sha256};
 
@@ -187,8 +186,7 @@ impl Elements {
         }
         let reader = BufReader::new((&mut self.input).take(upto));
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
-        let read = (&mut deserializer)
-            .deserialize_map(Top)
+        let read = Frame::deserialize(&mut deserializer)
             .and_then(|Frame { orders: Each }| deserializer.end());
         let message = match read {
             Err(error) if error.is_io() => return self.io_error(std::io::Error::other(error)),
@@ -249,7 +247,10 @@ fn value_len(bytes: &[u8]) -> Option<usize> {
 /// The frame as serde_json reads it, for its errors: `{"orders": [...]}`, the key once,
 /// every element JSON (a value, not ignored, so that its strings are checked as UTF-8).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"an object of the form {"orders": [...]}"#
+)]
 struct Frame {
     orders: Each,
 }
@@ -267,27 +268,12 @@ impl<'de> Visitor<'de> for Each {
     type Value = Each;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("`orders` to be an array")
+        f.write_str(r#"`orders` to be an array, as in {"orders": [...]}"#)
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each, A::Error> {
         while seq.next_element::<serde_json::Value>()?.is_some() {}
         Ok(Each)
-    }
-}
-
-/// Reads a [`Frame`] from an object only (a derived struct would take an array too).
-struct Top;
-
-impl<'de> Visitor<'de> for Top {
-    type Value = Frame;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(r#"an object of the form {"orders": [...]}"#)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Frame, A::Error> {
-        Frame::deserialize(MapAccessDeserializer::new(map))
     }
 }
 
