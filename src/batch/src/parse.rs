@@ -87,11 +87,8 @@ impl Elements {
         &mut self,
         mut on_element: impl FnMut(u64, &[u8]) -> bool,
     ) -> Result<bool, Error> {
-        if self.next == Next::Done {
-            return Ok(false);
-        }
         self.fill()?;
-        loop {
+        while self.next != Next::Done {
             // Whitespace is passed over wherever it is, never kept.
             let blank = self.buf[self.pos..]
                 .iter()
@@ -110,35 +107,27 @@ impl Elements {
                 (Next::First | Next::More, Some(b']')) => (1, Next::Close),
                 (Next::More, Some(b',')) => (1, Next::Element),
                 (Next::First | Next::Element, Some(_)) => {
-                    let len = match value_len(rest) {
-                        Some(len) => len,
-                        None if self.eof => rest.len(),
-                        None if rest.len() > MAX_ORDER_BYTES => {
-                            return Err(self.too_large());
+                    match value_len(rest).or(self.eof.then_some(rest.len())) {
+                        None if rest.len() <= MAX_ORDER_BYTES => break,
+                        Some(len) if len <= MAX_ORDER_BYTES => {
+                            if !on_element(self.count, &rest[..len]) {
+                                return Err(self.failure());
+                            }
+                            self.count += 1;
+                            (len, Next::More)
                         }
-                        None => break,
-                    };
-                    if len > MAX_ORDER_BYTES {
-                        return Err(self.too_large());
+                        _ => return Err(self.too_large()),
                     }
-                    if !on_element(self.count, &rest[..len]) {
-                        return Err(self.failure());
-                    }
-                    self.count += 1;
-                    (len, Next::More)
                 }
                 (Next::Close, Some(b'}')) => (1, Next::Rest),
                 _ => return Err(self.failure()),
             };
             (self.pos, self.next) = (self.pos + step, next);
-            if next == Next::Done {
-                return Ok(false);
-            }
         }
         self.behind += self.pos as u64;
         self.buf.drain(..self.pos);
         self.pos = 0;
-        Ok(true)
+        Ok(self.next != Next::Done)
     }
 
     /// Goes back to the start of the file, for another pass (not hashed).
