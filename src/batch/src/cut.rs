@@ -131,11 +131,7 @@ impl Chunk {
         let mut from = 1;
         for (i, &(position, end, params)) in self.orders.iter().enumerate() {
             let json = &self.body[from..end as usize];
-            let size = Size {
-                body: json.len(),
-                params: params as usize,
-            };
-            halves[usize::from(i < half)].push(position, json, size);
+            halves[usize::from(i < half)].push(position, json, Size::new(json, params as usize));
             from = end as usize + 1;
         }
         halves

@@ -81,10 +81,8 @@ impl App {
             runner.cancel();
         };
         common::shutdown::serve(listener, self.router, shutdown, grace).await?;
-        if tokio::time::timeout(grace, self.runner.idle())
-            .await
-            .is_err()
-        {
+        let idle = tokio::time::timeout(grace, self.runner.idle()).await;
+        if idle.is_err() {
             tracing::warn!("the run in progress was abandoned");
         }
         tracing::info!("batch stopped");

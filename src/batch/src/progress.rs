@@ -174,10 +174,7 @@ mod tests {
         let mut cutter = Cutter::new(Arc::new(Limits::new(len, usize::MAX)));
         let json = br#"{"orderid":1,"customer":"A","price":1}"#;
         for number in start..start + len {
-            let size = Size {
-                body: json.len(),
-                params: json.len(),
-            };
+            let size = Size::new(json, json.len());
             assert!(cutter.push(number, number as u64, json, size).is_none());
         }
         let chunk = cutter.finish().unwrap();

@@ -220,11 +220,7 @@ impl Survey {
                 as_before &= self.hashes.get(at) == Some(&short_hash(json));
                 let params = self.params.get(at).copied().unwrap_or(NOT_SENT);
                 if as_before && params != NOT_SENT {
-                    let size = Size {
-                        body: json.len(),
-                        params: params as usize,
-                    };
-                    each(position, json, size);
+                    each(position, json, Size::new(json, params as usize));
                 }
                 as_before
             })

@@ -133,6 +133,15 @@ impl Size {
         params: 16,
     };
 
+    /// What an order written as `json` adds, separators apart, when its share of the
+    /// binding's `params` is known (`params`).
+    pub fn new(json: &[u8], params: usize) -> Self {
+        Self {
+            body: json.len(),
+            params,
+        }
+    }
+
     /// What one order adds, separators apart.
     pub fn of(order: &Order) -> Self {
         let (id, price) = (display_len(order.orderid()), display_len(order.price()));
@@ -162,10 +171,7 @@ impl Size {
             .bytes()
             .filter(|b| *b == b'"' || *b == b'\\')
             .count();
-        Self {
-            body: json.len(),
-            params: json.len() + 4 + 2 * doubled - 35,
-        }
+        Self::new(json, json.len() + 4 + 2 * doubled - 35)
     }
 
     /// The sizes once an order of size `order` joins (after separators, unless `first`).
