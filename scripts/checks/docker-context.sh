@@ -11,7 +11,8 @@
 #     member's Cargo.toml is not copied before the dependency build, or the sources are
 #     not touched after it (COPY keeps their old times: cargo would keep the stand-ins);
 #   - a Dockerfile's Rust image disagrees with rust-toolchain.toml, or its SERVICE,
-#     ENTRYPOINT and port disagree with the service (its package and APP_PORT default);
+#     ENTRYPOINT and port disagree with the service (its package and the APP_PORT default
+#     its settings list);
 #   - the Dockerfiles differ in anything but their service-specific lines;
 #   - a Dockerfile uses what needs BuildKit (RUN --mount, heredocs, a syntax directive);
 #   - something git ignores (target/, .local/) or .git/ would be sent.
@@ -259,7 +260,8 @@ for dockerfile in "${DOCKERFILES[@]}"; do
   grep -qxF "ENTRYPOINT [\"/usr/local/bin/$service\"]" "$dockerfile" ||
     fail "$dockerfile must end with ENTRYPOINT [\"/usr/local/bin/$service\"]"
 
-  default_port="$(grep -ohE '"APP_PORT",[[:space:]]*[0-9]+' "src/$service/src/"*.rs | grep -oE '[0-9]+$' | head -n 1 || true)"
+  # The service's settings list, which a unit test holds against the default the code applies.
+  default_port="$(sed -nE 's/^APP_PORT \| ([0-9]+) \|.*/\1/p' "src/$service/src/"*.rs | head -n 1)"
   env_port="$(sed -n 's/^[[:space:]]*APP_PORT=\([0-9]*\).*/\1/p' "$dockerfile")"
   expose_port="$(sed -n 's/^EXPOSE \([0-9]*\).*/\1/p' "$dockerfile")"
   if [ -z "$default_port" ] || [ "$env_port" != "$default_port" ] || [ "$expose_port" != "$default_port" ]; then
