@@ -10,7 +10,8 @@
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 
-use serde::de::{SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest as _, Sha256};
 
@@ -175,7 +176,8 @@ impl Elements {
         }
         let reader = BufReader::new((&mut self.input).take(upto));
         let mut deserializer = serde_json::Deserializer::from_reader(reader);
-        let read = Frame::deserialize(&mut deserializer)
+        let read = (&mut deserializer)
+            .deserialize_map(Top)
             .and_then(|Frame { orders: Each }| deserializer.end());
         let message = match read {
             Err(error) if error.is_io() => return self.io_error(std::io::Error::other(error)),
@@ -236,10 +238,7 @@ fn value_len(bytes: &[u8]) -> Option<usize> {
 /// The frame as serde_json reads it, for its errors: `{"orders": [...]}`, the key once,
 /// every element JSON (a value, not ignored, so that its strings are checked as UTF-8).
 #[derive(Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = r#"an object of the form {"orders": [...]}"#
-)]
+#[serde(deny_unknown_fields)]
 struct Frame {
     orders: Each,
 }
@@ -257,12 +256,27 @@ impl<'de> Visitor<'de> for Each {
     type Value = Each;
 
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(r#"`orders` to be an array, as in {"orders": [...]}"#)
+        f.write_str("`orders` to be an array")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Each, A::Error> {
         while seq.next_element::<serde_json::Value>()?.is_some() {}
         Ok(Each)
+    }
+}
+
+/// Reads a [`Frame`] from an object only (a derived struct would take an array too).
+struct Top;
+
+impl<'de> Visitor<'de> for Top {
+    type Value = Frame;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(r#"an object of the form {"orders": [...]}"#)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Frame, A::Error> {
+        Frame::deserialize(MapAccessDeserializer::new(map))
     }
 }
 
