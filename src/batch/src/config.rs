@@ -103,9 +103,7 @@ impl Config {
         let retry_ms = vars.number_in("INVOKE_RETRY_DELAY_MS", 250, 1..=60_000)?;
         Ok(Self {
             service: Service::from_vars(vars, 6002)?,
-            source: file.map_or(OrdersSource::Bundled, |path| {
-                OrdersSource::File(path.into())
-            }),
+            source: file.map_or(OrdersSource::Bundled, |f| OrdersSource::File(f.into())),
             target_app_id: vars.name_or("TARGET_APP_ID", DEFAULT_TARGET_APP_ID)?,
             cron_binding: vars.name_or("CRON_BINDING", DEFAULT_CRON_BINDING)?,
             invoke_timeout: invoke_timeout(vars)?,

@@ -57,11 +57,10 @@ impl App {
         let sidecar = config.service.sidecar(config.invoke_timeout)?;
         let sink = DaprSink::new(sidecar.clone(), config.target_app_id.clone());
         let runner = Runner::new(sink, config.source.clone(), config.settings);
-        let app_api_token = AppApiToken::new(config.service.app_api_token.clone());
         let state = AppState {
             runner: runner.clone(),
             sidecar,
-            app_api_token,
+            app_api_token: AppApiToken::new(config.service.app_api_token.clone()),
         };
         let router = router(state, &config.cron_binding);
         Ok(Self { router, runner })

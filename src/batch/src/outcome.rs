@@ -171,11 +171,8 @@ fn refusal(body: &[u8]) -> (&'static str, String, String) {
             Some(problem) => format!("{} (first: {problem})", error.message),
             None => error.message,
         };
-        return (
-            "order-processor",
-            error.code.into_owned(),
-            excerpt(&message),
-        );
+        let code = error.code.into_owned();
+        return ("order-processor", code, excerpt(&message));
     }
     let daprd: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     match (daprd["errorCode"].as_str(), daprd["message"].as_str()) {

@@ -182,9 +182,7 @@ impl Elements {
         let message = match read {
             Err(error) if error.is_io() => return self.io_error(std::io::Error::other(error)),
             Err(error) => error.to_string(),
-            Ok(()) => {
-                r#"the file must be {"orders": [...]} with the key written plainly"#.to_owned()
-            }
+            Ok(()) => r#"the file must be {"orders": [...]}, its key written plainly"#.to_owned(),
         };
         Error::Malformed(self.path.clone(), message)
     }
@@ -391,7 +389,7 @@ mod tests {
                 br#"{"orders":[{"orderid":1,"customer":"A","price":1},"#,
                 "EOF while parsing",
             ),
-            (br#"{"ord\u0065rs":[1]}"#, "with the key written plainly"),
+            (br#"{"ord\u0065rs":[1]}"#, "its key written plainly"),
         ];
         for (content, expected) in cases {
             for block in [1, 3, 7, 1 << 20] {
