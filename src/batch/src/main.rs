@@ -17,6 +17,7 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     let app = App::build(&config)?;
     let listener = config.service.listen().await?;
-    tracing::info!(address = %listener.local_addr()?, orders = %config.source.path().display(), "batch listening");
+    let (address, orders) = (listener.local_addr()?, config.source.path().display());
+    tracing::info!(%address, %orders, "batch listening");
     app.serve(listener, common::shutdown::signal()).await
 }

@@ -2,10 +2,11 @@
 //! block: the frame (`{"orders":[`, the commas, `]}`) is matched by hand a token at a time,
 //! each element's extent found by its brackets and quotes, and the element handed over as
 //! it is written (whoever takes it checks that it is JSON). Memory holds a block and at
-//! most one element, however much whitespace is around them; an element over [`MAX_ORDER_BYTES`] stops the read. Anything else — a file
-//! that is not JSON, another frame, an element that is not JSON — is read once more from
-//! its start by serde_json ([`Elements::failure`]), so that every error is serde_json's
-//! own, with its line and column in the file.
+//! most one element, however much whitespace is around them; an element over
+//! [`MAX_ORDER_BYTES`] stops the read. Anything else — a file that is not JSON, another
+//! frame, an element that is not JSON — is read once more from its start by serde_json
+//! ([`Elements::failure`]), so that every error is serde_json's own, with its line and
+//! column in the file.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
