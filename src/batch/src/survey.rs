@@ -242,6 +242,14 @@ mod tests {
     /// reason.
     type Judged = (Vec<(u64, i64)>, [u64; 4], Vec<(usize, String)>);
 
+    #[test]
+    fn docs_design_md_says_how_many_problem_lines_are_logged() {
+        let doc = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/design.md");
+        let doc = std::fs::read_to_string(doc).unwrap();
+        let said = format!("at most {MAX_LISTED} lines, the rest counted");
+        assert!(doc.contains(&said), "docs/design.md must say {said:?}");
+    }
+
     /// How `orders` (JSON elements) are judged, read in blocks of `block` bytes.
     fn judge(orders: &[&str], block: usize) -> Judged {
         let content = format!(r#"{{"orders":[{}]}}"#, orders.join(","));
